@@ -1,0 +1,127 @@
+// Package listener accepts the connections the datapath redirected to the
+// proxy and pairs each with the original destination the kernel recorded.
+// A connection the kernel knows nothing about is refused: the destination
+// never comes from anything the client controls.
+package listener
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/intransit/intransit/pkg/redirect"
+)
+
+// Resolver yields the original destination of a redirected connection, keyed
+// by the client's address (the remote address seen on accept).
+type Resolver interface {
+	Take(remote netip.AddrPort) (redirect.Orig, error)
+}
+
+// Handler takes ownership of an accepted connection.
+type Handler func(c *net.TCPConn, orig redirect.Orig)
+
+// Refuser is told about each connection refused for lack of an entry.
+type Refuser func(remote, local netip.AddrPort, err error)
+
+// Listener is the proxy's pair of loopback listeners.
+type Listener struct {
+	lns []*net.TCPListener
+	log *slog.Logger
+}
+
+// Listen binds 127.0.0.1:port and [::1]:port. IPv6 is optional: without it,
+// IPv6 connects redirected to ::1 simply fail, which is the safe outcome.
+func Listen(port uint16, log *slog.Logger) (*Listener, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	l := &Listener{log: log}
+	v4, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(port)})
+	if err != nil {
+		return nil, fmt.Errorf("listen on proxy.port 127.0.0.1:%d: %w", port, err)
+	}
+	l.lns = append(l.lns, v4)
+	v6, err := net.ListenTCP("tcp6", &net.TCPAddr{IP: net.IPv6loopback, Port: int(port)})
+	if err != nil {
+		log.Warn("no IPv6 proxy listener; IPv6 connects to protected ports will be refused", "address", fmt.Sprintf("[::1]:%d", port), "error", err)
+	} else {
+		l.lns = append(l.lns, v6)
+	}
+	return l, nil
+}
+
+// Addrs lists the bound addresses.
+func (l *Listener) Addrs() []net.Addr {
+	out := make([]net.Addr, 0, len(l.lns))
+	for _, ln := range l.lns {
+		out = append(out, ln.Addr())
+	}
+	return out
+}
+
+// Serve accepts until ctx is done or Close is called. Each connection is
+// resolved on the accept goroutine (one map syscall) and handed to handle on
+// its own goroutine.
+func (l *Listener) Serve(ctx context.Context, res Resolver, handle Handler, refuse Refuser) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(l.lns))
+	for i, ln := range l.lns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = l.acceptLoop(ln, res, handle, refuse)
+		}()
+	}
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (l *Listener) acceptLoop(ln *net.TCPListener, res Resolver, handle Handler, refuse Refuser) error {
+	for {
+		c, err := ln.AcceptTCP()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			// EMFILE and friends: log and keep serving rather than exit.
+			l.log.Error("accept failed", "error", err)
+			continue
+		}
+		remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+		local := c.LocalAddr().(*net.TCPAddr).AddrPort()
+		orig, err := res.Take(netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()))
+		if err != nil {
+			// Reset rather than FIN: the client learns at once that nothing
+			// will be relayed.
+			_ = c.SetLinger(0)
+			c.Close()
+			if refuse != nil {
+				refuse(remote, local, err)
+			}
+			continue
+		}
+		go handle(c, orig)
+	}
+}
+
+// Close stops accepting. Already accepted connections are not touched.
+func (l *Listener) Close() error {
+	var errs []error
+	for _, ln := range l.lns {
+		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
