@@ -308,7 +308,7 @@ func privilegeHint(err error) error {
 		return err
 	}
 	if errors.Is(err, unix.EPERM) || (errors.Is(err, os.ErrPermission) && os.Geteuid() != 0) {
-		return fmt.Errorf("%w (needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, plus CAP_DAC_OVERRIDE for the cgroup and bpffs directories: run as root or grant them)", err)
+		return fmt.Errorf("%w (needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON: run as root or grant them)", err)
 	}
 	return err
 }

@@ -23,12 +23,12 @@ func freePort(t *testing.T) uint16 {
 }
 
 type fixture struct {
-	dp       *redirect.Datapath
-	proxy    *net.TCPListener
-	proxy6   *net.TCPListener
-	port     uint16 // protected port
-	cgroup   string
-	pinPath  string
+	dp      *redirect.Datapath
+	proxy   *net.TCPListener
+	proxy6  *net.TCPListener
+	port    uint16 // protected port
+	cgroup  string
+	pinPath string
 }
 
 func setup(t *testing.T, mode redirect.Mode, prefixes ...netip.Prefix) *fixture {

@@ -51,27 +51,24 @@ type MapFill struct {
 // MapFill counts the entries of the original-destination maps. It walks the
 // maps in batches, so callers should not call it on every packet.
 func (d *Datapath) MapFill() ([]MapFill, error) {
-	var out []MapFill
-	for _, m := range []struct {
-		name string
-		m    *ebpf.Map
-	}{
-		{bpfobj.RedirectMapByCookie, d.objs.ByCookie},
-		{bpfobj.RedirectMapByAddr, d.objs.ByAddr},
-	} {
-		n, err := countEntries(m.m)
-		if err != nil {
-			return nil, fmt.Errorf("count %s: %w", m.name, err)
-		}
-		out = append(out, MapFill{Map: m.name, Entries: n, Capacity: int(m.m.MaxEntries())})
+	cookies, err := countEntries[uint64, bpfobj.RedirectOrig](d.objs.ByCookie)
+	if err != nil {
+		return nil, fmt.Errorf("count %s: %w", bpfobj.RedirectMapByCookie, err)
 	}
-	return out, nil
+	addrs, err := countEntries[bpfobj.RedirectAddrKey, bpfobj.RedirectOrig](d.objs.ByAddr)
+	if err != nil {
+		return nil, fmt.Errorf("count %s: %w", bpfobj.RedirectMapByAddr, err)
+	}
+	return []MapFill{
+		{Map: bpfobj.RedirectMapByCookie, Entries: cookies, Capacity: int(d.objs.ByCookie.MaxEntries())},
+		{Map: bpfobj.RedirectMapByAddr, Entries: addrs, Capacity: int(d.objs.ByAddr.MaxEntries())},
+	}, nil
 }
 
-func countEntries(m *ebpf.Map) (int, error) {
+func countEntries[K, V any](m *ebpf.Map) (int, error) {
 	const chunk = 4096
-	keys := make([]byte, chunk*int(m.KeySize()))
-	vals := make([]byte, chunk*int(m.ValueSize()))
+	keys := make([]K, chunk)
+	vals := make([]V, chunk)
 	var cursor ebpf.MapBatchCursor
 	total := 0
 	for {
@@ -81,7 +78,7 @@ func countEntries(m *ebpf.Map) (int, error) {
 			return total, nil
 		}
 		if errors.Is(err, ebpf.ErrNotSupported) {
-			return countByIteration(m)
+			return countByIteration[K, V](m)
 		}
 		if err != nil {
 			return total, err
@@ -89,12 +86,12 @@ func countEntries(m *ebpf.Map) (int, error) {
 	}
 }
 
-func countByIteration(m *ebpf.Map) (int, error) {
-	var key []byte
+func countByIteration[K, V any](m *ebpf.Map) (int, error) {
+	var k K
+	var v V
 	n := 0
 	it := m.Iterate()
-	var val []byte
-	for it.Next(&key, &val) {
+	for it.Next(&k, &v) {
 		n++
 	}
 	return n, it.Err()

@@ -1,0 +1,297 @@
+// Package agent wires the pieces together: datapath (redirect) → listener →
+// upstream → relay, with audit and metrics on the side.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/intransit/intransit/pkg/audit"
+	"github.com/intransit/intransit/pkg/config"
+	"github.com/intransit/intransit/pkg/listener"
+	"github.com/intransit/intransit/pkg/metrics"
+	"github.com/intransit/intransit/pkg/redirect"
+	"github.com/intransit/intransit/pkg/upstream"
+)
+
+// unknownRule labels metrics and events that no rule owns (a direct dial to
+// the proxy, an entry from a rule removed by a reload).
+const unknownRule = "unknown"
+
+// ruleState is one configured rule ready to serve.
+type ruleState struct {
+	cfg    config.Rule
+	dialer *upstream.Dialer // enforce rules only
+}
+
+// state is what a reload swaps atomically.
+type state struct {
+	cfg   *config.Config
+	rules map[uint32]*ruleState // by datapath rule id
+}
+
+// Agent is a running intransit agent.
+type Agent struct {
+	log     *slog.Logger
+	audit   *audit.Logger
+	metrics *metrics.Metrics
+	state   atomic.Pointer[state]
+
+	dp     *redirect.Datapath
+	lis    *listener.Listener
+	ready  atomic.Bool
+	active sync.WaitGroup
+
+	mu       sync.Mutex
+	sessions map[string]*Session
+
+	started   time.Time
+	cgroup    string
+	metricsAt net.Addr
+}
+
+// Options are the parts of an agent that tests and the CLI provide.
+type Options struct {
+	Logger *slog.Logger
+	// Audit overrides the audit sink named in the config (tests).
+	Audit *audit.Logger
+}
+
+// New validates what can be validated without privileges: the upstream
+// dialers (certificate files) and the audit sink.
+func New(cfg *config.Config, o Options) (*Agent, error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	st, err := buildState(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{log: log, sessions: make(map[string]*Session), started: time.Now()}
+	a.state.Store(st)
+	a.audit = o.Audit
+	if a.audit == nil {
+		if a.audit, err = audit.Open(cfg.Audit.File); err != nil {
+			return nil, fmt.Errorf("audit.file %q: %w", cfg.Audit.File, err)
+		}
+	}
+	a.audit.SetErrorLog(log)
+	a.metrics = metrics.New(ruleNames(cfg))
+	a.metrics.AddRules([]string{unknownRule})
+	a.metrics.SetAuditErrorsSource(a.audit.Errors)
+	return a, nil
+}
+
+func ruleNames(cfg *config.Config) []string {
+	names := make([]string, 0, len(cfg.Rules))
+	for _, r := range cfg.Rules {
+		names = append(names, r.Name)
+	}
+	return names
+}
+
+func buildState(cfg *config.Config) (*state, error) {
+	st := &state{cfg: cfg, rules: make(map[uint32]*ruleState, len(cfg.Rules))}
+	for i, r := range cfg.Rules {
+		rs := &ruleState{cfg: r}
+		if r.Mode == config.ModeEnforce && r.Upstream.TLS != nil {
+			d, err := upstream.NewDialer(upstream.Options{
+				TLS:              *r.Upstream.TLS,
+				Mark:             cfg.BPF.Mark,
+				DialTimeout:      cfg.Proxy.DialTimeout.Duration,
+				HandshakeTimeout: cfg.Proxy.HandshakeTimeout.Duration,
+			})
+			if err != nil {
+				return nil, fmt.Errorf("rules[%d] (%s).upstream.tls: %w", i, r.Name, err)
+			}
+			rs.dialer = d
+		}
+		st.rules[uint32(i+1)] = rs
+	}
+	return st, nil
+}
+
+// datapathRules turns config rules into kernel selectors; rule i has id i+1.
+func datapathRules(cfg *config.Config) []redirect.Rule {
+	out := make([]redirect.Rule, 0, len(cfg.Rules))
+	for i, r := range cfg.Rules {
+		dr := redirect.Rule{ID: uint32(i + 1), Prefixes: r.Prefixes}
+		switch r.Mode {
+		case config.ModeAudit:
+			dr.Mode = redirect.ModeAudit
+		case config.ModeDeny:
+			dr.Mode = redirect.ModeDeny
+		default:
+			dr.Mode = redirect.ModeEnforce
+		}
+		for _, p := range r.Ports {
+			dr.Ports = append(dr.Ports, uint16(p))
+		}
+		out = append(out, dr)
+	}
+	return out
+}
+
+// Metrics exposes the agent's metrics (tests, API).
+func (a *Agent) Metrics() *metrics.Metrics { return a.metrics }
+
+// Ready reports nil once programs are attached and listeners are up.
+func (a *Agent) Ready() error {
+	if !a.ready.Load() {
+		return errors.New("not ready: datapath or proxy listener not up yet")
+	}
+	return nil
+}
+
+// Run brings the agent up and serves until ctx is done. Order matters for
+// fail-closed: the listener is bound before programs attach (so redirected
+// connects find it), and on shutdown the listener closes while the pinned
+// programs stay, so enforced connects are refused rather than leaked.
+func (a *Agent) Run(ctx context.Context) error {
+	cfg := a.state.Load().cfg
+	cg, err := redirect.ResolveCgroup(cfg.Cgroup)
+	if err != nil {
+		return err
+	}
+	a.cgroup = cg
+
+	if cfg.Metrics.Listen != "off" {
+		a.metricsAt, err = metrics.Serve(ctx, cfg.Metrics.Listen, a.metrics, a.Ready, a.log)
+		if err != nil {
+			return fmt.Errorf("metrics.listen: %w", err)
+		}
+	}
+
+	a.lis, err = listener.Listen(uint16(cfg.Proxy.Port), a.log)
+	if err != nil {
+		return err
+	}
+	defer a.lis.Close()
+
+	a.dp, err = redirect.Install(redirect.Options{
+		PinPath:   cfg.BPF.PinPath,
+		Cgroup:    cg,
+		MapSize:   cfg.BPF.MapSize,
+		Mark:      cfg.BPF.Mark,
+		ProxyPort: uint16(cfg.Proxy.Port),
+		Logger:    a.log,
+	}, datapathRules(cfg))
+	if err != nil {
+		return err
+	}
+	defer a.dp.Close()
+	a.metrics.SetMapFillSource(a.mapFill)
+	a.log.Info("datapath attached", "cgroup", cg, "pinPath", cfg.BPF.PinPath, "reusedPinnedLinks", a.dp.Reused)
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := a.dp.ReadEvents(ctx, a.onEvent, a.metrics.EventsLost.Inc); err != nil {
+			errc <- err
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := a.lis.Serve(ctx, a.dp, a.handle, a.refuse); err != nil {
+			errc <- err
+		}
+	}()
+	if cfg.API.Socket != "" && cfg.API.Socket != "off" {
+		stop, err := a.serveAPI(ctx, cfg.API.Socket)
+		if err != nil {
+			a.log.Warn("local API not available; intransit status will inspect pins only", "socket", cfg.API.Socket, "error", err)
+		} else {
+			defer stop()
+		}
+	}
+	a.ready.Store(true)
+	a.log.Info("agent ready", "proxy", a.lis.Addrs(), "rules", len(cfg.Rules))
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	a.ready.Store(false)
+	a.lis.Close()
+	a.drain(10 * time.Second)
+	wg.Wait()
+	a.audit.Close()
+	return runErr
+}
+
+// drain waits for active sessions to finish, then cuts the rest.
+func (a *Agent) drain(grace time.Duration) {
+	done := make(chan struct{})
+	go func() { a.active.Wait(); close(done) }()
+	select {
+	case <-done:
+		return
+	case <-time.After(grace):
+	}
+	a.mu.Lock()
+	for _, s := range a.sessions {
+		s.abort()
+	}
+	a.mu.Unlock()
+	<-done
+}
+
+func (a *Agent) mapFill() ([]metrics.MapFill, error) {
+	fills, err := a.dp.MapFill()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]metrics.MapFill, 0, len(fills))
+	for _, f := range fills {
+		out = append(out, metrics.MapFill{Map: f.Map, Entries: f.Entries, Capacity: f.Capacity})
+	}
+	return out, nil
+}
+
+// Reload applies a new configuration. On any error the running one stays.
+// Keys that shape the datapath itself need a restart and are reported.
+func (a *Agent) Reload(cfg *config.Config) error {
+	old := a.state.Load().cfg
+	st, err := buildState(cfg)
+	if err != nil {
+		return fmt.Errorf("reload refused, keeping the running config: %w", err)
+	}
+	var restart []string
+	if cfg.Proxy.Port != old.Proxy.Port {
+		restart = append(restart, "proxy.port")
+	}
+	if cfg.BPF != old.BPF {
+		restart = append(restart, "bpf")
+	}
+	if cfg.Cgroup != old.Cgroup {
+		restart = append(restart, "cgroup")
+	}
+	if cfg.Metrics != old.Metrics {
+		restart = append(restart, "metrics")
+	}
+	if len(restart) > 0 {
+		return fmt.Errorf("reload refused, keeping the running config: %v change only with a restart", restart)
+	}
+	if a.dp != nil {
+		if err := a.dp.SetRules(datapathRules(cfg)); err != nil {
+			return fmt.Errorf("reload refused: %w", err)
+		}
+	}
+	a.metrics.AddRules(ruleNames(cfg))
+	a.state.Store(st)
+	a.log.Info("configuration reloaded", "rules", len(cfg.Rules))
+	return nil
+}
+
+// ReopenAudit reopens the audit file (logrotate).
+func (a *Agent) ReopenAudit() error { return a.audit.Reopen() }

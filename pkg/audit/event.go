@@ -1,0 +1,126 @@
+// Package audit writes the JSON-lines audit trail of intercepted connections
+// and lets local readers (status, API streaming) follow it.
+package audit
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Verdict is what intransit did with a connection.
+type Verdict string
+
+// Verdicts written to the audit trail.
+const (
+	VerdictAudit    Verdict = "AUDIT"    // observed and passed through in plaintext
+	VerdictUpgraded Verdict = "UPGRADED" // proxied and upgraded to TLS
+	VerdictDenied   Verdict = "DENIED"   // blocked by a deny rule
+	VerdictRefused  Verdict = "REFUSED"  // enforce mode could not upgrade, so refused
+	VerdictError    Verdict = "ERROR"    // internal failure
+)
+
+// Verdicts returns every known verdict, e.g. to pre-set metric labels.
+func Verdicts() []Verdict {
+	return []Verdict{VerdictAudit, VerdictUpgraded, VerdictDenied, VerdictRefused, VerdictError}
+}
+
+// Event kinds.
+const (
+	EventConnect      = "connect"
+	EventSessionStart = "session_start"
+	EventSessionEnd   = "session_end"
+)
+
+// Process identifies the workload that opened the connection.
+type Process struct {
+	PID        uint32 `json:"pid"`
+	TGID       uint32 `json:"tgid,omitempty"`
+	Comm       string `json:"comm"`
+	UID        uint32 `json:"uid"`
+	GID        uint32 `json:"gid"`
+	Cgroup     uint64 `json:"cgroup"`
+	CgroupPath string `json:"cgroup_path,omitempty"`
+}
+
+// TLSInfo describes the upstream TLS session.
+type TLSInfo struct {
+	Version     string `json:"version,omitempty"`
+	Cipher      string `json:"cipher,omitempty"`
+	ServerName  string `json:"server_name,omitempty"`
+	PeerSubject string `json:"peer_subject,omitempty"`
+	Resumed     bool   `json:"resumed"`
+}
+
+// Event is one line of the audit trail.
+type Event struct {
+	Time         time.Time `json:"time"` // written as RFC3339Nano UTC
+	Event        string    `json:"event"`
+	Verdict      Verdict   `json:"verdict"`
+	Rule         string    `json:"rule,omitempty"`
+	Mode         string    `json:"mode,omitempty"`
+	Session      string    `json:"session,omitempty"`
+	Source       string    `json:"source,omitempty"`
+	Destination  string    `json:"destination,omitempty"` // original destination
+	Upstream     string    `json:"upstream,omitempty"`
+	Process      *Process  `json:"process,omitempty"`
+	NetnsCookie  uint64    `json:"netns_cookie,omitempty"`
+	SocketCookie uint64    `json:"socket_cookie,omitempty"`
+	Reason       string    `json:"reason,omitempty"`
+	// Pointers so that a session_end with zero bytes still says 0.
+	BytesSent       *int64   `json:"bytes_sent,omitempty"`
+	BytesReceived   *int64   `json:"bytes_received,omitempty"`
+	Duration        string   `json:"duration,omitempty"`
+	DurationSeconds float64  `json:"duration_seconds,omitempty"`
+	TLS             *TLSInfo `json:"tls,omitempty"`
+}
+
+// SetBytes records transfer counters; zero values are still written.
+func (e *Event) SetBytes(sent, received int64) {
+	e.BytesSent = &sent
+	e.BytesReceived = &received
+}
+
+// SetDuration fills both the human and the numeric duration fields.
+func (e *Event) SetDuration(d time.Duration) {
+	e.Duration = d.String()
+	e.DurationSeconds = d.Seconds()
+}
+
+// NewSessionID returns a short random id (16 hex characters).
+func NewSessionID() string {
+	var b [8]byte
+	// crypto/rand.Read never returns an error (it aborts the program instead).
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// sanitize returns a copy of e whose workload-controlled strings are valid
+// UTF-8 (threat T17). encoding/json escapes control characters and newlines
+// itself; invalid bytes are replaced here explicitly rather than relying on
+// the encoder, and the caller's Process/TLS structs are never mutated.
+func sanitize(e Event) Event {
+	e.Reason = validUTF8(e.Reason)
+	if p := e.Process; p != nil && (!utf8.ValidString(p.Comm) || !utf8.ValidString(p.CgroupPath)) {
+		c := *p
+		c.Comm = validUTF8(c.Comm)
+		c.CgroupPath = validUTF8(c.CgroupPath)
+		e.Process = &c
+	}
+	if t := e.TLS; t != nil && (!utf8.ValidString(t.ServerName) || !utf8.ValidString(t.PeerSubject)) {
+		c := *t
+		c.ServerName = validUTF8(c.ServerName)
+		c.PeerSubject = validUTF8(c.PeerSubject)
+		e.TLS = &c
+	}
+	return e
+}
+
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}

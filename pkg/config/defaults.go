@@ -1,0 +1,44 @@
+package config
+
+import "time"
+
+// Defaults for every optional key; ExampleYAML documents the same values.
+const (
+	DefaultPinPath          = "/sys/fs/bpf/intransit"
+	DefaultMapSize          = 65536
+	DefaultMark             = 0x1e7a0001
+	DefaultProxyPort        = 15001
+	DefaultDialTimeout      = 5 * time.Second
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultIdleTimeout      = time.Hour
+	DefaultAuditFile        = "-"
+	DefaultMetricsListen    = "127.0.0.1:9464"
+	DefaultAPISocket        = "/run/intransit/api.sock"
+
+	// MetricsOff as metrics.listen disables the metrics endpoint.
+	MetricsOff = "off"
+	// AuditStdout as audit.file writes the audit trail to stdout.
+	AuditStdout = "-"
+)
+
+// SetDefaults fills every unset (zero) optional field. A negative
+// proxy.idleTimeout means "disabled" and is kept.
+func (c *Config) SetDefaults() {
+	setZero(&c.BPF.PinPath, DefaultPinPath)
+	setZero(&c.BPF.MapSize, DefaultMapSize)
+	setZero(&c.BPF.Mark, DefaultMark)
+	setZero(&c.Proxy.Port, DefaultProxyPort)
+	setZero(&c.Proxy.DialTimeout.Duration, DefaultDialTimeout)
+	setZero(&c.Proxy.HandshakeTimeout.Duration, DefaultHandshakeTimeout)
+	setZero(&c.Proxy.IdleTimeout.Duration, DefaultIdleTimeout)
+	setZero(&c.Audit.File, DefaultAuditFile)
+	setZero(&c.Metrics.Listen, DefaultMetricsListen)
+	setZero(&c.API.Socket, DefaultAPISocket)
+}
+
+func setZero[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
+	}
+}

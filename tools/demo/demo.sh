@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# make demo: intransit end to end on one machine, no cluster.
+#
+#   host netns, cgroup "intransit-demo"            netns "itdemo-exec"
+#   curl http://10.203.0.2:8080  ──veth itd0 ──►   executor: :8080 plaintext, :8443 TLS
+#
+# The same curl runs under each mode (audit, enforce, deny), then with the agent
+# stopped (fail closed). tcpdump on the veth shows what crossed the wire.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+
+bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+say() { printf '   %s\n' "$*"; }
+
+[ "$(id -u)" = 0 ] || { echo "make demo needs root (BPF, cgroups, network namespaces)"; exit 1; }
+missing=()
+command -v tcpdump >/dev/null || missing+=(tcpdump)
+command -v curl >/dev/null || missing+=(curl)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v nsenter >/dev/null || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} ..."
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+NS=itdemo-exec
+HOSTIF=itd0
+NSIF=itd1
+HOSTIP=10.203.0.1
+EXECIP=10.203.0.2
+SECRET="Bearer demo-secret-$RANDOM$RANDOM"
+WORK=$(mktemp -d /tmp/intransit-demo.XXXXXX)
+CG2=$(awk '$9 == "cgroup2" {print $5; exit}' /proc/self/mountinfo)
+CG=$CG2/intransit-demo
+PIN=/sys/fs/bpf/intransit-demo
+PORT=15101
+METRICS=127.0.0.1:19464
+AGENT_PID=
+TCPDUMP_PID=
+EXEC_PID=
+
+cleanup() {
+  set +e
+  [ -n "$AGENT_PID" ] && kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null
+  [ -n "$TCPDUMP_PID" ] && kill "$TCPDUMP_PID" 2>/dev/null && wait "$TCPDUMP_PID" 2>/dev/null
+  [ -n "$EXEC_PID" ] && kill "$EXEC_PID" 2>/dev/null && wait "$EXEC_PID" 2>/dev/null
+  "$ROOT/bin/intransit" uninstall --pin-path "$PIN" >/dev/null 2>&1
+  if [ -d "$CG" ]; then
+    for p in $(cat "$CG/cgroup.procs" 2>/dev/null); do echo "$p" > "$CG2/cgroup.procs"; done
+    rmdir "$CG"
+  fi
+  ip link del "$HOSTIF" 2>/dev/null
+  ip netns del "$NS" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+bold "setup: a network namespace for the executor, a veth pair, a cgroup for the client"
+ip netns add "$NS"
+ip link add "$HOSTIF" type veth peer name "$NSIF"
+ip link set "$NSIF" netns "$NS"
+ip addr add "$HOSTIP/24" dev "$HOSTIF" && ip link set "$HOSTIF" up
+ip netns exec "$NS" ip addr add "$EXECIP/24" dev "$NSIF"
+ip netns exec "$NS" ip link set "$NSIF" up
+ip netns exec "$NS" ip link set lo up
+mkdir -p "$CG"
+say "executor netns $NS at $EXECIP (veth $HOSTIF <-> $NSIF); client cgroup $CG"
+
+"$ROOT/bin/demoserver" -certs "$WORK" -gen "executor.demo,$EXECIP"
+nsenter --net=/var/run/netns/$NS "$ROOT/bin/demoserver" -certs "$WORK" -plain "$EXECIP:8080" -tls "$EXECIP:8443" 2>"$WORK/executor.log" &
+EXEC_PID=$!
+say "executor serves plaintext HTTP on :8080 and HTTPS on :8443 (cert for executor.demo, CA $WORK/ca.pem)"
+
+write_config() { # mode
+  cat > "$WORK/intransit.yaml" <<YAML
+cgroup: $CG
+bpf: {pinPath: $PIN}
+proxy: {port: $PORT}
+audit: {file: $WORK/audit.jsonl}
+metrics: {listen: $METRICS}
+api: {socket: $WORK/api.sock}
+rules:
+  - name: executor
+    ports: [8080]
+    destinations: [10.203.0.0/24]
+    mode: $1
+YAML
+  if [ "$1" = enforce ]; then
+    cat >> "$WORK/intransit.yaml" <<YAML
+    upstream: {tls: {port: 8443, serverName: executor.demo, caFile: $WORK/ca.pem}}
+YAML
+  fi
+}
+
+start_agent() {
+  "$ROOT/bin/intransit" agent --config "$WORK/intransit.yaml" 2>>"$WORK/agent.log" &
+  AGENT_PID=$!
+  for _ in $(seq 100); do
+    curl -fs "http://$METRICS/readyz" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "agent did not become ready:"; cat "$WORK/agent.log"; exit 1
+}
+
+stop_agent() {
+  kill "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null || true; AGENT_PID=
+}
+
+# The legacy client: plain curl, in the cgroup, sending a credential in plaintext.
+client() {
+  sh -c 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"' _ "$CG" \
+    curl -sS --max-time 5 -H "Authorization: $SECRET" "http://$EXECIP:8080/orders" 2>&1 || true
+}
+
+capture() { # file
+  tcpdump -i "$HOSTIF" -U -s 0 -w "$1" "tcp port 8080 or tcp port 8443" 2>/dev/null &
+  TCPDUMP_PID=$!
+  sleep 0.5
+}
+end_capture() {
+  sleep 0.3; kill "$TCPDUMP_PID"; wait "$TCPDUMP_PID" 2>/dev/null || true; TCPDUMP_PID=
+}
+wire_report() { # file
+  local to8080 to8443 leaked
+  to8080=$(tcpdump -r "$1" -nn 'tcp dst port 8080 and tcp[tcpflags] & tcp-syn != 0' 2>/dev/null | wc -l)
+  to8443=$(tcpdump -r "$1" -nn 'tcp dst port 8443 and tcp[tcpflags] & tcp-syn != 0' 2>/dev/null | wc -l)
+  leaked=$(tcpdump -r "$1" -nn -A 2>/dev/null | grep -c "demo-secret" || true)
+  say "on the wire ($HOSTIF): connections to :8080 (plaintext) = $to8080, to :8443 (TLS) = $to8443, packets showing the credential = $leaked"
+}
+audit_since() { # line number
+  tail -n +"$1" "$WORK/audit.jsonl" 2>/dev/null | sed 's/^/   audit: /'
+}
+lines() { wc -l < "$WORK/audit.jsonl" 2>/dev/null || echo 0; }
+
+bold "1. mode: audit (dry run): the connection passes in plaintext and is reported"
+write_config audit
+start_agent
+capture "$WORK/audit.pcap"
+n=$(( $(lines) + 1 ))
+say "curl -H 'Authorization: ...' http://$EXECIP:8080/orders"
+client | sed 's/^/   client: /'
+end_capture
+sleep 0.3
+audit_since "$n"
+wire_report "$WORK/audit.pcap"
+
+bold "2. mode: enforce: the same curl is redirected by eBPF into the agent and upgraded to TLS"
+write_config enforce
+kill -HUP "$AGENT_PID"; sleep 0.5
+capture "$WORK/enforce.pcap"
+n=$(( $(lines) + 1 ))
+client | sed 's/^/   client: /'
+end_capture
+sleep 0.3
+audit_since "$n"
+wire_report "$WORK/enforce.pcap"
+leaked=$(tcpdump -r "$WORK/enforce.pcap" -nn -A 2>/dev/null | grep -c "demo-secret" || true)
+plain=$(tcpdump -r "$WORK/enforce.pcap" -nn 'tcp dst port 8080' 2>/dev/null | wc -l)
+if [ "$leaked" != 0 ] || [ "$plain" != 0 ]; then echo "FAIL: plaintext crossed the wire in enforce mode"; exit 1; fi
+say "=> no plaintext crossed the veth: the credential left the host only inside TLS"
+
+bold "3. mode: deny: the connect fails with EPERM"
+write_config deny
+kill -HUP "$AGENT_PID"; sleep 0.5
+n=$(( $(lines) + 1 ))
+client | sed 's/^/   client: /'
+sleep 0.3
+audit_since "$n"
+
+bold "4. fail closed: enforce, then the agent stops; pinned programs keep redirecting to a closed port"
+write_config enforce
+kill -HUP "$AGENT_PID"; sleep 0.5
+stop_agent
+"$ROOT/bin/intransit" status --config "$WORK/intransit.yaml" 2>&1 | sed 's/^/   status: /' || true
+capture "$WORK/down.pcap"
+client | sed 's/^/   client: /'
+end_capture
+wire_report "$WORK/down.pcap"
+
+bold "5. restart: the agent picks up its pinned programs (no second attachment) and serves again"
+start_agent
+client | sed 's/^/   client: /'
+"$ROOT/bin/intransit" status --config "$WORK/intransit.yaml" 2>&1 | sed -n '1,12p' | sed 's/^/   status: /'
+curl -s "http://$METRICS/metrics" | grep -E '^intransit_connections_total\{rule="executor"' | grep -v ' 0$' | sed 's/^/   metric: /'
+
+bold "done: cleaning up (agent, pins, cgroup, netns, veth)"
