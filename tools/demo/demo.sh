@@ -108,13 +108,15 @@ stop_agent() {
 }
 
 # The legacy client: plain curl, in the cgroup, sending a credential in plaintext.
+# curl -v is asked only for the line that carries the connect errno.
 client() {
   sh -c 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"' _ "$CG" \
-    curl -sS --max-time 5 -H "Authorization: $SECRET" "http://$EXECIP:8080/orders" 2>&1 || true
+    curl -sS -v --max-time 5 -H "Authorization: $SECRET" "http://$EXECIP:8080/orders" 2>&1 \
+    | grep -E '^executor:|Immediate connect fail|connect to .* failed|^curl:' || true
 }
 
 capture() { # file
-  tcpdump -i "$HOSTIF" -U -s 0 -w "$1" "tcp port 8080 or tcp port 8443" 2>/dev/null &
+  tcpdump --immediate-mode -i "$HOSTIF" -U -s 0 -w "$1" "tcp port 8080 or tcp port 8443" 2>/dev/null &
   TCPDUMP_PID=$!
   sleep 0.5
 }
