@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net"
 	"sync"
@@ -97,9 +98,25 @@ func ruleNames(cfg *config.Config) []string {
 	return names
 }
 
+// ruleID names a rule in the kernel. It is derived from the rule's name, not
+// its position, so a reload that reorders rules cannot hand a connection
+// redirected under one rule to another rule's upstream.
+func ruleID(name string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	if id := h.Sum32(); id != 0 {
+		return id
+	}
+	return 1
+}
+
 func buildState(cfg *config.Config) (*state, error) {
 	st := &state{cfg: cfg, rules: make(map[uint32]*ruleState, len(cfg.Rules))}
 	for i, r := range cfg.Rules {
+		id := ruleID(r.Name)
+		if prev, dup := st.rules[id]; dup {
+			return nil, fmt.Errorf("rules[%d].name %q: its internal id collides with rule %q; rename one of them", i, r.Name, prev.cfg.Name)
+		}
 		rs := &ruleState{cfg: r}
 		if r.Mode == config.ModeEnforce && r.Upstream.TLS != nil {
 			d, err := upstream.NewDialer(upstream.Options{
@@ -113,16 +130,16 @@ func buildState(cfg *config.Config) (*state, error) {
 			}
 			rs.dialer = d
 		}
-		st.rules[uint32(i+1)] = rs
+		st.rules[id] = rs
 	}
 	return st, nil
 }
 
-// datapathRules turns config rules into kernel selectors; rule i has id i+1.
+// datapathRules turns config rules into kernel selectors.
 func datapathRules(cfg *config.Config) []redirect.Rule {
 	out := make([]redirect.Rule, 0, len(cfg.Rules))
-	for i, r := range cfg.Rules {
-		dr := redirect.Rule{ID: uint32(i + 1), Prefixes: r.Prefixes}
+	for _, r := range cfg.Rules {
+		dr := redirect.Rule{ID: ruleID(r.Name), Prefixes: r.Prefixes}
 		switch r.Mode {
 		case config.ModeAudit:
 			dr.Mode = redirect.ModeAudit

@@ -2,13 +2,16 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/intransit/intransit/pkg/audit"
 	"github.com/intransit/intransit/pkg/config"
+	"github.com/intransit/intransit/pkg/metrics"
 	"github.com/intransit/intransit/pkg/redirect"
 	"github.com/intransit/intransit/pkg/relay"
 	"github.com/intransit/intransit/pkg/upstream"
@@ -65,10 +68,17 @@ func (a *Agent) handle(c *net.TCPConn, o redirect.Orig) {
 	if rs == nil || rs.dialer == nil {
 		// The rule went away in a reload, or is no longer enforcing.
 		ev.Verdict, ev.Reason = audit.VerdictError, "no enforcing rule for this connection (rule removed or changed by a reload)"
-		a.fail(c, ev, "no_rule")
+		a.fail(c, ev, metrics.ReasonNoRule)
 		return
 	}
 	ev.Rule, ev.Mode = rs.cfg.Name, string(config.ModeEnforce)
+	if !slices.Contains(rs.cfg.Ports, int(o.Destination.Port())) {
+		// Defence in depth: the kernel said this rule, but the rule does not
+		// cover this port (changed by a reload since the connect).
+		ev.Verdict, ev.Reason = audit.VerdictError, fmt.Sprintf("rule %s no longer covers port %d", rs.cfg.Name, o.Destination.Port())
+		a.fail(c, ev, metrics.ReasonNoRule)
+		return
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	start := time.Now()

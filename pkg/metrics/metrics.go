@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/intransit/intransit/pkg/audit"
+	"github.com/intransit/intransit/pkg/upstream"
 )
 
 const namespace = "intransit"
@@ -19,19 +20,14 @@ const (
 	DirectionReceived = "received"
 )
 
-// Values of the reason label on intransit_upstream_errors_total. Callers map
-// errors onto these so the label stays low-cardinality.
-const (
-	ReasonDial      = "dial"
-	ReasonHandshake = "handshake"
-	ReasonVerify    = "verify"
-	ReasonTimeout   = "timeout"
-	ReasonOther     = "other"
-)
+// ReasonNoRule labels a redirected connection whose rule no longer enforces
+// (removed or changed by a reload).
+const ReasonNoRule = "no_rule"
 
-// UpstreamErrorReasons returns every reason label value.
+// UpstreamErrorReasons returns every reason label value: upstream.Reason's
+// fixed set plus ReasonNoRule, so the label stays low-cardinality.
 func UpstreamErrorReasons() []string {
-	return []string{ReasonDial, ReasonHandshake, ReasonVerify, ReasonTimeout, ReasonOther}
+	return append(upstream.Reasons(), ReasonNoRule)
 }
 
 // Metrics holds intransit's collectors, registered on their own Registry.

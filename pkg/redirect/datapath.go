@@ -290,7 +290,7 @@ func checkBPFFS(pin string) error {
 			return nil
 		}
 		if !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("check bpf.pinPath %q: %w", pin, err)
+			return fmt.Errorf("check bpf.pinPath %q: %w", pin, privilegeHint(err))
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {

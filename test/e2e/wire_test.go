@@ -195,6 +195,11 @@ func agentBinary(t *testing.T) string {
 			buildErr = err
 			return
 		}
+		// Readable by all: a test runs it as an unprivileged user too.
+		if err := os.Chmod(dir, 0o755); err != nil {
+			buildErr = err
+			return
+		}
 		binPath = filepath.Join(dir, "intransit")
 		out, err := exec.Command("go", "build", "-o", binPath, "github.com/intransit/intransit/cmd/intransit").CombinedOutput()
 		if err != nil {
