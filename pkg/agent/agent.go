@@ -15,6 +15,7 @@ import (
 
 	"github.com/intransit/intransit/pkg/audit"
 	"github.com/intransit/intransit/pkg/config"
+	"github.com/intransit/intransit/pkg/identity"
 	"github.com/intransit/intransit/pkg/listener"
 	"github.com/intransit/intransit/pkg/metrics"
 	"github.com/intransit/intransit/pkg/redirect"
@@ -54,6 +55,7 @@ type Agent struct {
 
 	started   time.Time
 	cgroup    string
+	cgroups   *identity.Cgroups
 	metricsAt net.Addr
 }
 
@@ -178,6 +180,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.cgroup = cg
+	if root, err := redirect.Cgroup2Root(); err == nil {
+		a.cgroups = identity.NewCgroups(root)
+	}
 
 	if cfg.Metrics.Listen != "off" {
 		a.metricsAt, err = metrics.Serve(ctx, cfg.Metrics.Listen, a.metrics, a.Ready, a.log)

@@ -42,8 +42,11 @@ func (s *Session) abort() {
 	}
 }
 
-func processOf(o redirect.Orig) *audit.Process {
-	return &audit.Process{PID: o.PID, TGID: o.PID, Comm: o.Comm, UID: o.UID, GID: o.GID, Cgroup: o.CgroupID}
+func (a *Agent) processOf(o redirect.Orig) *audit.Process {
+	return &audit.Process{
+		PID: o.PID, TGID: o.PID, Comm: o.Comm, UID: o.UID, GID: o.GID,
+		Cgroup: o.CgroupID, CgroupPath: a.cgroups.Path(o.CgroupID),
+	}
 }
 
 // handle upgrades one redirected connection: dial the original destination
@@ -59,7 +62,7 @@ func (a *Agent) handle(c *net.TCPConn, o redirect.Orig) {
 		Event:        audit.EventSessionStart,
 		Source:       netip.AddrPortFrom(src.Addr().Unmap(), src.Port()).String(),
 		Destination:  o.Destination.String(),
-		Process:      processOf(o),
+		Process:      a.processOf(o),
 		NetnsCookie:  o.NetnsCookie,
 		SocketCookie: o.SocketCookie,
 		Session:      audit.NewSessionID(),
@@ -188,7 +191,7 @@ func (a *Agent) onEvent(e redirect.Event) {
 		Rule:         rule,
 		Mode:         mode,
 		Destination:  e.Destination.String(),
-		Process:      processOf(e.Orig),
+		Process:      a.processOf(e.Orig),
 		NetnsCookie:  e.NetnsCookie,
 		SocketCookie: e.SocketCookie,
 		Reason:       reason,

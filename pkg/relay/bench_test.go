@@ -58,6 +58,28 @@ func BenchmarkRelayThroughput(b *testing.B) {
 	}
 }
 
+// BenchmarkRelayPingPong measures a 100-byte request/response round trip
+// through a relay (TLS upstream), the small-message path where every read is
+// short and the client side waits for readiness before taking a buffer.
+func BenchmarkRelayPingPong(b *testing.B) {
+	s := newSetup(b, newTestTLS(b))
+	done := s.start(time.Hour)
+	go func() { _, _ = io.Copy(s.server, s.server) }() // echo
+	msg := make([]byte, 100)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.app.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(s.app, msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	_ = s.app.CloseWrite()
+	_, _ = io.Copy(io.Discard, s.app)
+	wait(b, done, 10*time.Second)
+}
+
 // BenchmarkIdleMemory reports the memory a relay adds per idle connection in
 // the production shape (plain TCP client, TLS upstream), after one message
 // each way. The endpoints and their TLS buffers exist, warmed the same way,

@@ -59,11 +59,7 @@ func NewDialer(o Options) (*Dialer, error) {
 		cfg:              cfg,
 		port:             uint16(o.TLS.Port),
 		handshakeTimeout: o.HandshakeTimeout,
-		net: net.Dialer{
-			Timeout: o.DialTimeout,
-			// The proxy relays bytes and owns idle handling; kernel keepalive
-			// still helps detect dead peers, so keep Go's default.
-		},
+		net:              net.Dialer{Timeout: o.DialTimeout},
 	}
 	if o.Mark != 0 {
 		d.net.Control = markControl(o.Mark)
@@ -156,26 +152,29 @@ func (d *Dialer) Dial(ctx context.Context, dst netip.AddrPort) (*tls.Conn, error
 		cfg.ServerName = ip.WithZone("").String()
 	}
 	conn := tls.Client(raw, cfg)
-	// A socket deadline rather than a derived context: it costs no extra
-	// context and lets Reason tell our timeout (os.ErrDeadlineExceeded)
-	// from the caller canceling ctx (context.Canceled).
-	if d.handshakeTimeout > 0 {
-		if err := raw.SetDeadline(time.Now().Add(d.handshakeTimeout)); err != nil {
-			_ = raw.Close()
-			return nil, &stageError{stage: stageHandshake, addr: addr, name: cfg.ServerName, err: err}
-		}
-	}
-	if err := conn.HandshakeContext(ctx); err != nil {
+	if err := d.handshake(ctx, raw, conn); err != nil {
 		_ = raw.Close()
 		return nil, &stageError{stage: stageHandshake, addr: addr, name: cfg.ServerName, err: err}
 	}
-	if d.handshakeTimeout > 0 {
-		if err := raw.SetDeadline(time.Time{}); err != nil {
-			_ = raw.Close()
-			return nil, &stageError{stage: stageHandshake, addr: addr, name: cfg.ServerName, err: err}
-		}
-	}
 	return conn, nil
+}
+
+// handshake runs the TLS handshake within HandshakeTimeout. A socket deadline
+// rather than a derived context: no extra context per connection, and our
+// timeout (os.ErrDeadlineExceeded) stays distinct from the caller canceling
+// ctx (context.Canceled).
+func (d *Dialer) handshake(ctx context.Context, raw net.Conn, conn *tls.Conn) error {
+	if d.handshakeTimeout <= 0 {
+		return conn.HandshakeContext(ctx)
+	}
+	if err := raw.SetDeadline(time.Now().Add(d.handshakeTimeout)); err != nil {
+		return err
+	}
+	if err := conn.HandshakeContext(ctx); err != nil {
+		return err
+	}
+	// The relay must not inherit the handshake deadline.
+	return raw.SetDeadline(time.Time{})
 }
 
 // ConnectionState reports the negotiated TLS version and cipher suite names

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -130,8 +131,9 @@ func TestAuditPassesThrough(t *testing.T) {
 	if a[0]["destination"] != ln.Addr().String() {
 		t.Errorf("destination = %v, want %s", a[0]["destination"], ln.Addr())
 	}
-	if proc, _ := a[0]["process"].(map[string]any); fmt.Sprint(proc["pid"]) != fmt.Sprint(os.Getpid()) {
-		t.Errorf("process = %v", proc)
+	proc, _ := a[0]["process"].(map[string]any)
+	if fmt.Sprint(proc["pid"]) != fmt.Sprint(os.Getpid()) || proc["cgroup_path"] == nil || !strings.HasSuffix(r.cgroup, fmt.Sprint(proc["cgroup_path"])) {
+		t.Errorf("process = %v, want pid %d in cgroup %s", proc, os.Getpid(), r.cgroup)
 	}
 }
 

@@ -180,6 +180,12 @@ func TestNoLeaksAfterChurn(t *testing.T) {
 	if g > g0+2 || fd > fd0+2 {
 		t.Fatalf("after 400 sessions: goroutines %d -> %d, fds %d -> %d", g0, g, fd0, fd)
 	}
+	// T5: no stale original-destination entries once the sockets are gone.
+	for _, m := range r.agent.Status().Maps {
+		if m.Entries != 0 {
+			t.Errorf("map %s holds %d entries after every connection closed", m.Map, m.Entries)
+		}
+	}
 	// A client that leaves before the proxy accepts loses its entry at close:
 	// that one is REFUSED rather than an upstream ERROR. Each is audited.
 	stalled := func(evs []map[string]any) int {
