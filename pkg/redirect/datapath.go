@@ -13,6 +13,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/intransit/intransit/pkg/bpfobj"
@@ -69,6 +70,10 @@ func Install(o Options, rules []Rule) (*Datapath, error) {
 	}
 	if o.PinPath == "" || o.Cgroup == "" || o.ProxyPort == 0 || o.MapSize <= 0 {
 		return nil, errors.New("install datapath: pin path, cgroup, proxy port and map size are required")
+	}
+	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; a no-op after.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK for BPF maps (needs CAP_SYS_RESOURCE on kernels before 5.11): %w", err)
 	}
 	cgID, err := CgroupID(o.Cgroup)
 	if err != nil {
