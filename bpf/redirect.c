@@ -41,6 +41,8 @@ enum verdict {
 	VERDICT_REDIRECT = 2, // rewritten to the proxy
 	VERDICT_DENY = 3,     // refused with EPERM
 	VERDICT_ERROR = 4,    // enforce rule, but the entry could not be stored: refused
+	VERDICT_INGRESS_AUDIT = 5, // plaintext from off-host to an inbound service: reported
+	VERDICT_INGRESS_DROP = 6,  // the same, dropped (inbound service in enforce mode)
 };
 
 enum stat {
@@ -52,6 +54,8 @@ enum stat {
 	STAT_EVENTS_LOST,
 	STAT_ESTABLISHED,
 	STAT_CLOSED,
+	STAT_INGRESS_AUDIT,
+	STAT_INGRESS_DROP,
 	STAT_MAX,
 };
 
@@ -100,10 +104,23 @@ struct addr_key {
 };
 
 struct event {
-	struct orig o;
+	struct orig o; // connect events
 	__u64 ts_ns;
 	__u32 verdict;
-	__u32 pad;
+	__u32 service_id; // ingress events: the inbound service
+	__u8 peer_addr[16]; // ingress events: the off-host source
+	__be16 peer_port;
+	__u16 local_port; // ingress events: the service port (host order)
+	__u16 family;
+	__u16 pad;
+};
+
+// Inbound services on this host: plaintext reaching these ports from
+// anywhere but loopback (where the local agent forwards) is reported or
+// dropped. Keyed by port, host order.
+struct service_val {
+	__u32 service_id;
+	__u32 mode;
 };
 
 struct {
@@ -137,6 +154,13 @@ struct {
 } by_addr SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u16);
+	__type(value, struct service_val);
+} services_map SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 256 * 1024);
 } events SEC(".maps");
@@ -154,6 +178,7 @@ const struct addr_key *unused_addr_key __attribute__((unused));
 const enum mode *unused_mode __attribute__((unused));
 const enum verdict *unused_verdict __attribute__((unused));
 const enum stat *unused_stat __attribute__((unused));
+const struct service_val *unused_service_val __attribute__((unused));
 
 static __always_inline void count(__u32 idx)
 {
@@ -182,10 +207,10 @@ static __always_inline void emit(struct orig *o, __u32 verdict)
 		count(STAT_EVENTS_LOST);
 		return;
 	}
+	__builtin_memset(e, 0, sizeof(*e));
 	__builtin_memcpy(&e->o, o, sizeof(*o));
 	e->ts_ns = bpf_ktime_get_ns();
 	e->verdict = verdict;
-	e->pad = 0;
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -426,4 +451,83 @@ int intransit_getpeername6(struct bpf_sock_addr *ctx)
 	ctx->user_ip6[3] = ip6[3];
 	ctx->user_port = o->port;
 	return 1;
+}
+
+// The loopback device has this ifindex in every network namespace.
+#define LOOPBACK_IFINDEX 1
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_ACK 0x10
+
+// Executor hosts: plaintext TCP reaching an inbound service port from off
+// the host is reported (audit) or dropped (enforce). The local agent forwards
+// over loopback, so loopback traffic passes. Only SYNs are reported, one
+// event per attempt rather than per packet.
+SEC("cgroup_skb/ingress")
+int intransit_ingress(struct __sk_buff *skb)
+{
+	__u32 proto = skb->protocol;
+	__u32 ifindex = skb->ingress_ifindex;
+	if (ifindex == LOOPBACK_IFINDEX)
+		return 1;
+
+	__u8 l4 = 0;
+	__u32 l4off = 0;
+	__u8 peer[16] = {};
+	__u16 family = 0;
+	if (proto == bpf_htons(ETH_P_IP)) {
+		__u8 vihl;
+		if (bpf_skb_load_bytes(skb, 0, &vihl, 1) < 0)
+			return 1;
+		if (bpf_skb_load_bytes(skb, 9, &l4, 1) < 0)
+			return 1;
+		__be32 saddr;
+		if (bpf_skb_load_bytes(skb, 12, &saddr, 4) < 0)
+			return 1;
+		set_mapped4(peer, saddr);
+		l4off = (vihl & 0x0f) * 4;
+		family = AF_INET;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		// No extension headers: TCP follows the fixed header directly.
+		if (bpf_skb_load_bytes(skb, 6, &l4, 1) < 0)
+			return 1;
+		if (bpf_skb_load_bytes(skb, 8, peer, 16) < 0)
+			return 1;
+		l4off = 40;
+		family = AF_INET6;
+	} else {
+		return 1;
+	}
+	if (l4 != IPPROTO_TCP || l4off < 20 || l4off > 60)
+		return 1;
+
+	__u8 tcp[14];
+	if (bpf_skb_load_bytes(skb, l4off, tcp, sizeof(tcp)) < 0)
+		return 1;
+	__u16 dport = ((__u16)tcp[2] << 8) | tcp[3];
+	struct service_val *svc = bpf_map_lookup_elem(&services_map, &dport);
+	if (!svc)
+		return 1;
+
+	__u32 mode = svc->mode;
+	__u8 flags = tcp[13];
+	if ((flags & TCP_FLAG_SYN) && !(flags & TCP_FLAG_ACK)) {
+		struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		if (e) {
+			__builtin_memset(e, 0, sizeof(*e));
+			e->ts_ns = bpf_ktime_get_ns();
+			e->verdict = mode == MODE_ENFORCE ? VERDICT_INGRESS_DROP : VERDICT_INGRESS_AUDIT;
+			e->service_id = svc->service_id;
+			__builtin_memcpy(e->peer_addr, peer, 16);
+			__builtin_memcpy(&e->peer_port, &tcp[0], 2);
+			e->local_port = dport;
+			e->family = family;
+			bpf_ringbuf_submit(e, 0);
+		} else {
+			count(STAT_EVENTS_LOST);
+		}
+		count(mode == MODE_ENFORCE ? STAT_INGRESS_DROP : STAT_INGRESS_AUDIT);
+	}
+	return mode == MODE_ENFORCE ? 0 : 1;
 }

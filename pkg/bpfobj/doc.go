@@ -2,4 +2,4 @@
 // bpf/*.c and committed, so building the agent needs no clang).
 package bpfobj
 
-//go:generate go tool bpf2go -cc clang-16 -strip llvm-strip-16 -cflags "-O2 -g -Wall -Werror -ffile-prefix-map=${PWD}/../..=." -target bpfel -type event -type orig -type addr_key -type rule_key -type rule_val -type settings -type stat -type verdict -type mode Redirect ../../bpf/redirect.c -- -I../../bpf/include
+//go:generate go tool bpf2go -cc clang-16 -strip llvm-strip-16 -cflags "-O2 -g -Wall -Werror -ffile-prefix-map=${PWD}/../..=." -target bpfel -type event -type orig -type addr_key -type rule_key -type rule_val -type settings -type stat -type verdict -type mode -type service_val Redirect ../../bpf/redirect.c -- -I../../bpf/include

@@ -21,11 +21,16 @@ type RedirectAddrKey struct {
 }
 
 type RedirectEvent struct {
-	_       structs.HostLayout
-	O       RedirectOrig
-	TsNs    uint64
-	Verdict uint32
-	Pad     uint32
+	_         structs.HostLayout
+	O         RedirectOrig
+	TsNs      uint64
+	Verdict   uint32
+	ServiceId uint32
+	PeerAddr  [16]uint8
+	PeerPort  uint16
+	LocalPort uint16
+	Family    uint16
+	Pad       uint16
 }
 
 type RedirectMode uint32
@@ -66,6 +71,12 @@ type RedirectRuleVal struct {
 	Mode   uint32
 }
 
+type RedirectServiceVal struct {
+	_         structs.HostLayout
+	ServiceId uint32
+	Mode      uint32
+}
+
 type RedirectSettings struct {
 	_         structs.HostLayout
 	Mark      uint32
@@ -78,24 +89,28 @@ type RedirectSettings struct {
 type RedirectStat uint32
 
 const (
-	RedirectStatSTAT_MATCHED     RedirectStat = 0
-	RedirectStatSTAT_AUDIT       RedirectStat = 1
-	RedirectStatSTAT_REDIRECT    RedirectStat = 2
-	RedirectStatSTAT_DENY        RedirectStat = 3
-	RedirectStatSTAT_ERROR       RedirectStat = 4
-	RedirectStatSTAT_EVENTS_LOST RedirectStat = 5
-	RedirectStatSTAT_ESTABLISHED RedirectStat = 6
-	RedirectStatSTAT_CLOSED      RedirectStat = 7
-	RedirectStatSTAT_MAX         RedirectStat = 8
+	RedirectStatSTAT_MATCHED       RedirectStat = 0
+	RedirectStatSTAT_AUDIT         RedirectStat = 1
+	RedirectStatSTAT_REDIRECT      RedirectStat = 2
+	RedirectStatSTAT_DENY          RedirectStat = 3
+	RedirectStatSTAT_ERROR         RedirectStat = 4
+	RedirectStatSTAT_EVENTS_LOST   RedirectStat = 5
+	RedirectStatSTAT_ESTABLISHED   RedirectStat = 6
+	RedirectStatSTAT_CLOSED        RedirectStat = 7
+	RedirectStatSTAT_INGRESS_AUDIT RedirectStat = 8
+	RedirectStatSTAT_INGRESS_DROP  RedirectStat = 9
+	RedirectStatSTAT_MAX           RedirectStat = 10
 )
 
 type RedirectVerdict uint32
 
 const (
-	RedirectVerdictVERDICT_AUDIT    RedirectVerdict = 1
-	RedirectVerdictVERDICT_REDIRECT RedirectVerdict = 2
-	RedirectVerdictVERDICT_DENY     RedirectVerdict = 3
-	RedirectVerdictVERDICT_ERROR    RedirectVerdict = 4
+	RedirectVerdictVERDICT_AUDIT         RedirectVerdict = 1
+	RedirectVerdictVERDICT_REDIRECT      RedirectVerdict = 2
+	RedirectVerdictVERDICT_DENY          RedirectVerdict = 3
+	RedirectVerdictVERDICT_ERROR         RedirectVerdict = 4
+	RedirectVerdictVERDICT_INGRESS_AUDIT RedirectVerdict = 5
+	RedirectVerdictVERDICT_INGRESS_DROP  RedirectVerdict = 6
 )
 
 // Names of all BPF objects in the ELF.
@@ -106,16 +121,19 @@ const (
 	RedirectMapByCookie               = "by_cookie"
 	RedirectMapEvents                 = "events"
 	RedirectMapRulesMap               = "rules_map"
+	RedirectMapServicesMap            = "services_map"
 	RedirectMapSettingsMap            = "settings_map"
 	RedirectMapStatsMap               = "stats_map"
 	RedirectProgIntransitConnect4     = "intransit_connect4"
 	RedirectProgIntransitConnect6     = "intransit_connect6"
 	RedirectProgIntransitGetpeername4 = "intransit_getpeername4"
 	RedirectProgIntransitGetpeername6 = "intransit_getpeername6"
+	RedirectProgIntransitIngress      = "intransit_ingress"
 	RedirectProgIntransitSockops      = "intransit_sockops"
 	RedirectVarUnusedAddrKey          = "unused_addr_key"
 	RedirectVarUnusedEvent            = "unused_event"
 	RedirectVarUnusedMode             = "unused_mode"
+	RedirectVarUnusedServiceVal       = "unused_service_val"
 	RedirectVarUnusedStat             = "unused_stat"
 	RedirectVarUnusedVerdict          = "unused_verdict"
 )
@@ -166,6 +184,7 @@ type RedirectProgramSpecs struct {
 	IntransitConnect6     *ebpf.ProgramSpec `ebpf:"intransit_connect6"`
 	IntransitGetpeername4 *ebpf.ProgramSpec `ebpf:"intransit_getpeername4"`
 	IntransitGetpeername6 *ebpf.ProgramSpec `ebpf:"intransit_getpeername6"`
+	IntransitIngress      *ebpf.ProgramSpec `ebpf:"intransit_ingress"`
 	IntransitSockops      *ebpf.ProgramSpec `ebpf:"intransit_sockops"`
 }
 
@@ -177,6 +196,7 @@ type RedirectMapSpecs struct {
 	ByCookie    *ebpf.MapSpec `ebpf:"by_cookie"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	RulesMap    *ebpf.MapSpec `ebpf:"rules_map"`
+	ServicesMap *ebpf.MapSpec `ebpf:"services_map"`
 	SettingsMap *ebpf.MapSpec `ebpf:"settings_map"`
 	StatsMap    *ebpf.MapSpec `ebpf:"stats_map"`
 }
@@ -185,11 +205,12 @@ type RedirectMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type RedirectVariableSpecs struct {
-	UnusedAddrKey *ebpf.VariableSpec `ebpf:"unused_addr_key"`
-	UnusedEvent   *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedMode    *ebpf.VariableSpec `ebpf:"unused_mode"`
-	UnusedStat    *ebpf.VariableSpec `ebpf:"unused_stat"`
-	UnusedVerdict *ebpf.VariableSpec `ebpf:"unused_verdict"`
+	UnusedAddrKey    *ebpf.VariableSpec `ebpf:"unused_addr_key"`
+	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedMode       *ebpf.VariableSpec `ebpf:"unused_mode"`
+	UnusedServiceVal *ebpf.VariableSpec `ebpf:"unused_service_val"`
+	UnusedStat       *ebpf.VariableSpec `ebpf:"unused_stat"`
+	UnusedVerdict    *ebpf.VariableSpec `ebpf:"unused_verdict"`
 }
 
 // RedirectObjects contains all objects after they have been loaded into the kernel.
@@ -216,6 +237,7 @@ type RedirectMaps struct {
 	ByCookie    *ebpf.Map `ebpf:"by_cookie"`
 	Events      *ebpf.Map `ebpf:"events"`
 	RulesMap    *ebpf.Map `ebpf:"rules_map"`
+	ServicesMap *ebpf.Map `ebpf:"services_map"`
 	SettingsMap *ebpf.Map `ebpf:"settings_map"`
 	StatsMap    *ebpf.Map `ebpf:"stats_map"`
 }
@@ -226,6 +248,7 @@ func (m *RedirectMaps) Close() error {
 		m.ByCookie,
 		m.Events,
 		m.RulesMap,
+		m.ServicesMap,
 		m.SettingsMap,
 		m.StatsMap,
 	)
@@ -235,11 +258,12 @@ func (m *RedirectMaps) Close() error {
 //
 // It can be passed to LoadRedirectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type RedirectVariables struct {
-	UnusedAddrKey *ebpf.Variable `ebpf:"unused_addr_key"`
-	UnusedEvent   *ebpf.Variable `ebpf:"unused_event"`
-	UnusedMode    *ebpf.Variable `ebpf:"unused_mode"`
-	UnusedStat    *ebpf.Variable `ebpf:"unused_stat"`
-	UnusedVerdict *ebpf.Variable `ebpf:"unused_verdict"`
+	UnusedAddrKey    *ebpf.Variable `ebpf:"unused_addr_key"`
+	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
+	UnusedMode       *ebpf.Variable `ebpf:"unused_mode"`
+	UnusedServiceVal *ebpf.Variable `ebpf:"unused_service_val"`
+	UnusedStat       *ebpf.Variable `ebpf:"unused_stat"`
+	UnusedVerdict    *ebpf.Variable `ebpf:"unused_verdict"`
 }
 
 // RedirectPrograms contains all programs after they have been loaded into the kernel.
@@ -250,6 +274,7 @@ type RedirectPrograms struct {
 	IntransitConnect6     *ebpf.Program `ebpf:"intransit_connect6"`
 	IntransitGetpeername4 *ebpf.Program `ebpf:"intransit_getpeername4"`
 	IntransitGetpeername6 *ebpf.Program `ebpf:"intransit_getpeername6"`
+	IntransitIngress      *ebpf.Program `ebpf:"intransit_ingress"`
 	IntransitSockops      *ebpf.Program `ebpf:"intransit_sockops"`
 }
 
@@ -259,6 +284,7 @@ func (p *RedirectPrograms) Close() error {
 		p.IntransitConnect6,
 		p.IntransitGetpeername4,
 		p.IntransitGetpeername6,
+		p.IntransitIngress,
 		p.IntransitSockops,
 	)
 }

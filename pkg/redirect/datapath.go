@@ -26,7 +26,10 @@ type Options struct {
 	MapSize   int    // capacity of the original-destination maps
 	Mark      uint32 // SO_MARK of the proxy's own sockets
 	ProxyPort uint16 // where enforced connects are sent
-	Logger    *slog.Logger
+	// IngressCgroup, when set, gets the inbound enforcement program
+	// (cgroup_skb/ingress) for executor services; empty detaches it.
+	IngressCgroup string
+	Logger        *slog.Logger
 }
 
 // program is one attached BPF program and the name of its pinned link.
@@ -72,8 +75,10 @@ func Install(o Options, rules []Rule) (*Datapath, error) {
 		return nil, errors.New("install datapath: pin path, cgroup, proxy port and map size are required")
 	}
 	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; a no-op after.
+	// Failing here is not fatal: without privileges the load below fails
+	// with the clearer capability message.
 	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK for BPF maps (needs CAP_SYS_RESOURCE on kernels before 5.11): %w", err)
+		o.Logger.Debug("could not raise RLIMIT_MEMLOCK (needs CAP_SYS_RESOURCE on kernels before 5.11)", "error", err)
 	}
 	cgID, err := CgroupID(o.Cgroup)
 	if err != nil {
@@ -104,7 +109,48 @@ func Install(o Options, rules []Rule) (*Datapath, error) {
 		d.Close()
 		return nil, err
 	}
+	if err := d.attachIngress(); err != nil {
+		d.Close()
+		return nil, err
+	}
 	return d, nil
+}
+
+// ingressProgram is attached separately: to the executors' cgroup, and only
+// on hosts that serve inbound tunnels.
+var ingressProgram = program{"ingress", ebpf.AttachCGroupInetIngress, func(o *bpfobj.RedirectObjects) *ebpf.Program { return o.IntransitIngress }}
+
+func (d *Datapath) attachIngress() error {
+	pinned := filepath.Join(linksDir(d.opts.PinPath), ingressProgram.name)
+	if d.opts.IngressCgroup == "" {
+		return detachPinned(pinned)
+	}
+	id, err := CgroupID(d.opts.IngressCgroup)
+	if err != nil {
+		return err
+	}
+	l, _, err := d.attachOneTo(pinned, d.opts.IngressCgroup, id, ingressProgram.attach, d.objs.IntransitIngress)
+	if err != nil {
+		return fmt.Errorf("attach ingress to %s: %w", d.opts.IngressCgroup, privilegeHint(err))
+	}
+	d.links = append(d.links, l)
+	return nil
+}
+
+// detachPinned removes a pinned link if there is one.
+func detachPinned(pinned string) error {
+	if _, err := os.Stat(pinned); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	l, err := link.LoadPinnedLink(pinned, nil)
+	if err != nil {
+		return fmt.Errorf("open pinned link %s: %w", pinned, privilegeHint(err))
+	}
+	defer l.Close()
+	if err := l.Unpin(); err != nil {
+		return fmt.Errorf("unpin %s: %w", pinned, err)
+	}
+	return nil
 }
 
 func (d *Datapath) load() error {
@@ -184,13 +230,17 @@ func (d *Datapath) attach() error {
 // cgroup (no second attachment, no window without a program), and otherwise
 // attaches afresh and pins.
 func (d *Datapath) attachOne(pinned string, at ebpf.AttachType, prog *ebpf.Program) (link.Link, bool, error) {
+	return d.attachOneTo(pinned, d.opts.Cgroup, d.cgroupID, at, prog)
+}
+
+func (d *Datapath) attachOneTo(pinned, cgroup string, cgroupID uint64, at ebpf.AttachType, prog *ebpf.Program) (link.Link, bool, error) {
 	if _, err := os.Stat(pinned); err == nil {
 		old, err := link.LoadPinnedLink(pinned, nil)
 		if err != nil {
 			return nil, false, fmt.Errorf("open pinned link %s: %w", pinned, err)
 		}
 		info, err := old.Info()
-		if err == nil && info.Cgroup() != nil && info.Cgroup().CgroupId == d.cgroupID {
+		if err == nil && info.Cgroup() != nil && info.Cgroup().CgroupId == cgroupID {
 			if err := old.Update(prog); err != nil {
 				old.Close()
 				return nil, false, fmt.Errorf("update pinned link %s: %w", pinned, err)
@@ -205,7 +255,7 @@ func (d *Datapath) attachOne(pinned string, at ebpf.AttachType, prog *ebpf.Progr
 		}
 		old.Close()
 	}
-	l, err := link.AttachCgroup(link.CgroupOptions{Path: d.opts.Cgroup, Attach: at, Program: prog})
+	l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroup, Attach: at, Program: prog})
 	if err != nil {
 		return nil, false, err
 	}
@@ -234,7 +284,7 @@ func (d *Datapath) CgroupPath() string { return d.opts.Cgroup }
 // Uninstall detaches every pinned program and removes the pins under pin.
 func Uninstall(pin string) error {
 	var errs []error
-	for _, p := range programs {
+	for _, p := range append(programs[:len(programs):len(programs)], ingressProgram) {
 		pinned := filepath.Join(linksDir(pin), p.name)
 		if _, err := os.Stat(pinned); errors.Is(err, os.ErrNotExist) {
 			continue

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"unsafe"
 
@@ -21,6 +22,9 @@ const (
 	VerdictRedirect = Verdict(bpfobj.RedirectVerdictVERDICT_REDIRECT)
 	VerdictDeny     = Verdict(bpfobj.RedirectVerdictVERDICT_DENY)
 	VerdictError    = Verdict(bpfobj.RedirectVerdictVERDICT_ERROR)
+	// Inbound enforcement on executor hosts.
+	VerdictIngressAudit = Verdict(bpfobj.RedirectVerdictVERDICT_INGRESS_AUDIT)
+	VerdictIngressDrop  = Verdict(bpfobj.RedirectVerdictVERDICT_INGRESS_DROP)
 )
 
 func (v Verdict) String() string {
@@ -33,15 +37,25 @@ func (v Verdict) String() string {
 		return "DENIED"
 	case VerdictError:
 		return "ERROR"
+	case VerdictIngressAudit:
+		return "INGRESS_AUDIT"
+	case VerdictIngressDrop:
+		return "INGRESS_DROP"
 	}
 	return fmt.Sprintf("verdict(%d)", uint32(v))
 }
 
-// Event is one matched connect, as seen in process context.
+// Event is one matched connect, as seen in process context, or (ingress
+// verdicts) one plaintext connection attempt reaching an inbound service.
 type Event struct {
 	Orig
 	Verdict   Verdict
 	Monotonic uint64 // bpf_ktime_get_ns
+
+	// Ingress events only.
+	ServiceID uint32
+	Peer      netip.AddrPort // the off-host source
+	LocalPort uint16         // the service port
 }
 
 const eventSize = int(unsafe.Sizeof(bpfobj.RedirectEvent{}))
@@ -78,6 +92,15 @@ func (d *Datapath) ReadEvents(ctx context.Context, fn func(Event), lost func()) 
 			}
 			continue
 		}
-		fn(Event{Orig: origFrom(&raw.O), Verdict: Verdict(raw.Verdict), Monotonic: raw.TsNs})
+		ev := Event{Verdict: Verdict(raw.Verdict), Monotonic: raw.TsNs}
+		switch ev.Verdict {
+		case VerdictIngressAudit, VerdictIngressDrop:
+			ev.ServiceID = raw.ServiceId
+			ev.Peer = netip.AddrPortFrom(addrFrom16(raw.PeerAddr), ntohs(raw.PeerPort))
+			ev.LocalPort = raw.LocalPort
+		default:
+			ev.Orig = origFrom(&raw.O)
+		}
+		fn(ev)
 	}
 }

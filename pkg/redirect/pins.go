@@ -23,7 +23,7 @@ type PinnedProgram struct {
 // Pinned lists the programs pinned under pin, whether or not an agent runs.
 func Pinned(pin string) ([]PinnedProgram, error) {
 	var out []PinnedProgram
-	for _, p := range programs {
+	for _, p := range append(programs[:len(programs):len(programs)], ingressProgram) {
 		path := filepath.Join(linksDir(pin), p.name)
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 			continue

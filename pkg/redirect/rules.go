@@ -103,3 +103,46 @@ func (d *Datapath) SetRules(rules []Rule) error {
 	}
 	return nil
 }
+
+// Service is an inbound service port protected on this host.
+type Service struct {
+	ID   uint32
+	Port uint16
+	Mode Mode // ModeAudit reports, ModeEnforce drops
+}
+
+// SetServices replaces the inbound service table, writing before deleting
+// like SetRules.
+func (d *Datapath) SetServices(services []Service) error {
+	want := make(map[uint16]bpfobj.RedirectServiceVal, len(services))
+	for _, s := range services {
+		if prev, dup := want[s.Port]; dup {
+			return fmt.Errorf("set services: port %d used by services %d and %d", s.Port, prev.ServiceId, s.ID)
+		}
+		want[s.Port] = bpfobj.RedirectServiceVal{ServiceId: s.ID, Mode: uint32(s.Mode)}
+	}
+	m := d.objs.ServicesMap
+	for k, v := range want {
+		if err := m.Put(&k, &v); err != nil {
+			return fmt.Errorf("set services: write port %d: %w", k, err)
+		}
+	}
+	var stale []uint16
+	var k uint16
+	var v bpfobj.RedirectServiceVal
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if _, ok := want[k]; !ok {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("set services: list: %w", err)
+	}
+	for _, k := range stale {
+		if err := m.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("set services: delete port %d: %w", k, err)
+		}
+	}
+	return nil
+}

@@ -10,14 +10,16 @@ import (
 )
 
 var statNames = map[bpfobj.RedirectStat]string{
-	bpfobj.RedirectStatSTAT_MATCHED:     "matched",
-	bpfobj.RedirectStatSTAT_AUDIT:       "audit",
-	bpfobj.RedirectStatSTAT_REDIRECT:    "redirect",
-	bpfobj.RedirectStatSTAT_DENY:        "deny",
-	bpfobj.RedirectStatSTAT_ERROR:       "error",
-	bpfobj.RedirectStatSTAT_EVENTS_LOST: "events_lost",
-	bpfobj.RedirectStatSTAT_ESTABLISHED: "established",
-	bpfobj.RedirectStatSTAT_CLOSED:      "closed",
+	bpfobj.RedirectStatSTAT_MATCHED:       "matched",
+	bpfobj.RedirectStatSTAT_AUDIT:         "audit",
+	bpfobj.RedirectStatSTAT_REDIRECT:      "redirect",
+	bpfobj.RedirectStatSTAT_DENY:          "deny",
+	bpfobj.RedirectStatSTAT_ERROR:         "error",
+	bpfobj.RedirectStatSTAT_EVENTS_LOST:   "events_lost",
+	bpfobj.RedirectStatSTAT_ESTABLISHED:   "established",
+	bpfobj.RedirectStatSTAT_CLOSED:        "closed",
+	bpfobj.RedirectStatSTAT_INGRESS_AUDIT: "ingress_audit",
+	bpfobj.RedirectStatSTAT_INGRESS_DROP:  "ingress_drop",
 }
 
 // Stats sums the per-CPU datapath counters.

@@ -270,3 +270,10 @@ func enforceRule(name string, port, tlsPort int, extra string) string {
     upstream: {tls: {port: %d%s}}
 `, name, port, tlsPort, extra)
 }
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -12,173 +11,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
-
 	"github.com/intransit/intransit/internal/testutil"
 	"github.com/intransit/intransit/pkg/redirect"
 )
-
-// peerNS is a network namespace behind a veth pair: a remote host on one
-// machine.
-type peerNS struct {
-	ns       netns.NsHandle
-	hostIf   string
-	hostIP   net.IP
-	remoteIP net.IP
-}
-
-func newPeerNS(t *testing.T, subnet byte) *peerNS {
-	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New() // also switches this thread into it
-	if err != nil {
-		t.Fatalf("new netns: %v", err)
-	}
-	if err := netns.Set(orig); err != nil {
-		t.Fatal(err)
-	}
-	p := &peerNS{ns: ns, hostIf: testutil.RandomName("itw")[:11], hostIP: net.IPv4(10, 77, subnet, 1), remoteIP: net.IPv4(10, 77, subnet, 2)}
-	t.Cleanup(func() {
-		if l, err := netlink.LinkByName(p.hostIf); err == nil {
-			_ = netlink.LinkDel(l)
-		}
-		ns.Close() // the namespace goes with its last reference
-	})
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: p.hostIf}, PeerName: p.hostIf + "p"}
-	if err := netlink.LinkAdd(veth); err != nil {
-		t.Fatalf("add veth: %v", err)
-	}
-	peer, err := netlink.LinkByName(p.hostIf + "p")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := netlink.LinkSetNsFd(peer, int(ns)); err != nil {
-		t.Fatal(err)
-	}
-	host, _ := netlink.LinkByName(p.hostIf)
-	must(t, netlink.AddrAdd(host, &netlink.Addr{IPNet: &net.IPNet{IP: p.hostIP, Mask: net.CIDRMask(24, 32)}}))
-	must(t, netlink.LinkSetUp(host))
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	inner, err := h.LinkByName(p.hostIf + "p")
-	if err != nil {
-		t.Fatal(err)
-	}
-	must(t, h.AddrAdd(inner, &netlink.Addr{IPNet: &net.IPNet{IP: p.remoteIP, Mask: net.CIDRMask(24, 32)}}))
-	must(t, h.LinkSetUp(inner))
-	lo, _ := h.LinkByName("lo")
-	must(t, h.LinkSetUp(lo))
-	return p
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-// listen opens a listener inside the namespace (a socket belongs to the
-// namespace it was created in).
-func (p *peerNS) listen(t *testing.T, port int) net.Listener {
-	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, _ := netns.Get()
-	defer orig.Close()
-	must(t, netns.Set(p.ns))
-	ln, err := net.Listen("tcp4", fmt.Sprintf("%s:%d", p.remoteIP, port))
-	must(t, netns.Set(orig))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	return ln
-}
-
-// capture records every frame on an interface with an AF_PACKET socket.
-type capture struct {
-	fd     int
-	mu     sync.Mutex
-	frames [][]byte
-	done   chan struct{}
-}
-
-func startCapture(t *testing.T, ifname string) *capture {
-	t.Helper()
-	ifi, err := net.InterfaceByName(ifname)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proto := int(htons(unix.ETH_P_ALL))
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
-	if err != nil {
-		t.Fatalf("packet socket: %v", err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: uint16(proto), Ifindex: ifi.Index}); err != nil {
-		t.Fatal(err)
-	}
-	tv := unix.Timeval{Usec: 100000}
-	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-	c := &capture{fd: fd, done: make(chan struct{})}
-	var stopped atomic.Bool
-	go func() {
-		defer close(c.done)
-		buf := make([]byte, 65536)
-		for !stopped.Load() {
-			n, _, err := unix.Recvfrom(fd, buf, 0)
-			if err != nil {
-				continue
-			}
-			c.mu.Lock()
-			c.frames = append(c.frames, bytes.Clone(buf[:n]))
-			c.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { stopped.Store(true); <-c.done; unix.Close(fd) })
-	return c
-}
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
-// report counts SYNs to a port and frames containing needle.
-func (c *capture) report(port uint16, needle []byte) (syns, leaks int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, f := range c.frames {
-		if bytes.Contains(f, needle) {
-			leaks++
-		}
-		// Ethernet (14) + IPv4 header, TCP.
-		if len(f) < 14+20+20 || binary.BigEndian.Uint16(f[12:14]) != 0x0800 || f[14+9] != 6 {
-			continue
-		}
-		ihl := int(f[14]&0x0f) * 4
-		tcp := f[14+ihl:]
-		if len(tcp) >= 14 && binary.BigEndian.Uint16(tcp[2:4]) == port && tcp[13]&0x02 != 0 && tcp[13]&0x10 == 0 {
-			syns++
-		}
-	}
-	return syns, leaks
-}
 
 var (
 	buildOnce sync.Once
@@ -254,14 +95,14 @@ func startAgentProc(t *testing.T, bin, cfg, metrics string) *agentProc {
 func TestKill9FailsClosedOnTheWire(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := agentBinary(t)
-	peer := newPeerNS(t, 91)
+	peer := testutil.NewPeerNS(t, 91)
 	dir := t.TempDir()
 	ca := testutil.NewCA(t, dir, "wire")
-	cert := ca.Issue(t, dir, testutil.Leaf{CommonName: "executor", IPs: []net.IP{peer.remoteIP}})
+	cert := ca.Issue(t, dir, testutil.Leaf{CommonName: "executor", IPs: []net.IP{peer.RemoteIP}})
 
 	// The executor: a plaintext port that must see nothing, and its TLS port.
 	var plainAccepts atomic.Int64
-	plain := peer.listen(t, 8080)
+	plain := peer.Listen(t, 8080)
 	go func() {
 		for {
 			c, err := plain.Accept()
@@ -272,7 +113,7 @@ func TestKill9FailsClosedOnTheWire(t *testing.T) {
 			c.Close()
 		}
 	}()
-	tlsLn := peer.listen(t, 8443)
+	tlsLn := peer.Listen(t, 8443)
 	go serveTLSEcho(tlsLn, cert)
 
 	cg := testutil.NewCgroup(t)
@@ -291,12 +132,12 @@ rules:
     destinations: [%s/32]
     mode: enforce
     upstream: {tls: {port: 8443, caFile: %s}}
-`, cg, pin, freePort(t), filepath.Join(dir, "audit.jsonl"), metrics, filepath.Join(dir, "api.sock"), peer.remoteIP, ca.File)), 0o600))
+`, cg, pin, freePort(t), filepath.Join(dir, "audit.jsonl"), metrics, filepath.Join(dir, "api.sock"), peer.RemoteIP, ca.File)), 0o600))
 
-	cap := startCapture(t, peer.hostIf)
+	cap := testutil.StartCapture(t, peer.HostIf)
 	agent := startAgentProc(t, bin, cfg, metrics)
 	testutil.EnterCgroup(t, cg)
-	dst := fmt.Sprintf("%s:8080", peer.remoteIP)
+	dst := fmt.Sprintf("%s:8080", peer.RemoteIP)
 	canary := "Authorization: Bearer canary-" + testutil.RandomName("")
 	talk := func() error {
 		c, err := net.DialTimeout("tcp4", dst, 3*time.Second)
@@ -324,11 +165,11 @@ rules:
 		}
 	}
 	time.Sleep(200 * time.Millisecond)
-	syns, leaks := cap.report(8080, []byte("canary-"))
+	syns, leaks := cap.Report(8080, []byte("canary-"))
 	if syns != 0 || leaks != 0 || plainAccepts.Load() != 0 {
 		t.Fatalf("on the wire: %d SYNs to :8080, %d frames with the canary, %d plaintext accepts; want none", syns, leaks, plainAccepts.Load())
 	}
-	tlsSyns, _ := cap.report(8443, nil)
+	tlsSyns, _ := cap.Report(8443, nil)
 	if tlsSyns != 1 {
 		t.Errorf("want exactly 1 TLS connection on the wire (before the kill), saw %d SYNs to :8443", tlsSyns)
 	}
