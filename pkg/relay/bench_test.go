@@ -64,7 +64,10 @@ func BenchmarkRelayThroughput(b *testing.B) {
 func BenchmarkRelayPingPong(b *testing.B) {
 	s := newSetup(b, newTestTLS(b))
 	done := s.start(time.Hour)
-	go func() { _, _ = io.Copy(s.server, s.server) }() // echo
+	go func() { // echo until EOF, then pass the EOF back
+		_, _ = io.Copy(s.server, s.server)
+		_ = closeWrite(s.server)
+	}()
 	msg := make([]byte, 100)
 	b.ReportAllocs()
 	for b.Loop() {

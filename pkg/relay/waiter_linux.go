@@ -2,7 +2,6 @@ package relay
 
 import (
 	"net"
-	"os"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -12,9 +11,11 @@ import (
 // without holding a read buffer, so idle connections pin no pooled memory.
 type waiter struct {
 	rc    syscall.RawConn
-	peek  [1]byte
 	ready func(fd uintptr) bool // bound once to avoid a closure per wait
-	err   error                 // socket error consumed by the peek
+	// Syscall arguments live here, already on the heap, so that a check
+	// allocates nothing.
+	fds  [1]unix.PollFd
+	zero unix.Timespec // poll timeout 0: never block the thread
 }
 
 // newWaiter returns nil unless c is exactly a *net.TCPConn: a wrapper could
@@ -34,34 +35,22 @@ func newWaiter(c net.Conn) *waiter {
 	return w
 }
 
-// wait returns when a Read on the conn would not block, or with the socket's
-// error. The runtime's poller parks the goroutine between checks.
-func (w *waiter) wait() error {
-	if err := w.rc.Read(w.ready); err != nil {
-		return err
-	}
-	if w.err != nil {
-		return os.NewSyscallError("recvfrom", w.err)
-	}
-	return nil
-}
+// wait returns when a Read on the conn would not block. Between checks the
+// runtime's poller parks the goroutine, as it does for a blocked Read.
+func (w *waiter) wait() error { return w.rc.Read(w.ready) }
 
-// check peeks one byte without consuming it: data or EOF mean Read will
-// return at once. A pending socket error (e.g. ECONNRESET) is reported by
-// the kernel only once, so it is kept for wait to return: a following Read
-// would see a plain EOF and mistake a reset for a clean end.
+// check asks the kernel whether the socket is readable, i.e. has data, EOF
+// or an error. poll reports the state without consuming anything: peeking
+// with recv would consume a pending ECONNRESET, and the Read after it would
+// then see a plain EOF, mistaking a reset for a clean end.
 func (w *waiter) check(fd uintptr) bool {
+	w.fds[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
 	for {
-		_, _, err := unix.Recvfrom(int(fd), w.peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		switch err {
-		case nil:
-			return true
-		case unix.EINTR:
+		n, err := unix.Ppoll(w.fds[:], &w.zero, nil)
+		if err == unix.EINTR {
 			continue
-		case unix.EAGAIN:
-			return false
 		}
-		w.err = err
-		return true
+		// On a poll failure let Read run and report the socket's state.
+		return err != nil || n > 0
 	}
 }

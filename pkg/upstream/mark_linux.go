@@ -21,7 +21,7 @@ func markControl(mark uint32) func(network, address string, c syscall.RawConn) e
 			return fmt.Errorf("set SO_MARK %#x: %w", mark, err)
 		}
 		if errors.Is(serr, unix.EPERM) {
-			return fmt.Errorf("set SO_MARK %#x: %w (setting a socket mark needs CAP_NET_ADMIN)", mark, serr)
+			return fmt.Errorf("set SO_MARK %#x: %w (setting a socket mark needs CAP_NET_ADMIN, or CAP_NET_RAW on Linux 5.17+)", mark, serr)
 		}
 		if serr != nil {
 			return fmt.Errorf("set SO_MARK %#x: %w", mark, serr)
