@@ -39,7 +39,8 @@ func parse(data []byte, prefix string) (*Config, error) {
 }
 
 // Validate checks a defaulted config (see SetDefaults) and fills
-// Rule.Prefixes. Parse and Load already call it.
+// Rule.Prefixes, Peer.Prefixes and Peer.AddrPort. Parse and Load already
+// call it.
 func (c *Config) Validate() error {
 	return joinPrefixed("config", c.validate())
 }

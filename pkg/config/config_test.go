@@ -611,6 +611,12 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("rules: [{name: a, ports: [80, 80, 0], destinations: [::/0, 10.0.0.0/33], mode: enforce, upstream: {tls: {port: -1, serverName: '*'}}}]"))
 	f.Add([]byte("proxy: {port: 0, idleTimeout: -1s}\nbpf: {mark: 0x0}\nmetrics: {listen: off}\n" + rule))
 	f.Add([]byte("- a\n- b"))
+	f.Add([]byte(`
+identity: {token: {kubernetes: {ttl: 1h}}}
+peers: [{destinations: [10.20.0.0/16, "::/0"], address: "192.0.2.10:15008"}, {destinations: [10.20.0.0/16], address: x}]
+rules: [{name: t, ports: [9090], mode: enforce, upstream: {tunnel: {port: 0, serverName: peer}}}]
+inbound: {listen: ":15008", oidc: {issuer: "http://localhost/x"}, services: [{name: s, port: 8080, forward: "127.0.0.1:15008", mode: deny, allow: [{}, {claims: {"a/b": c, d: 1}}, {peerSAN: x}]}]}
+`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse(data)
 		if err != nil {
@@ -625,6 +631,26 @@ func FuzzParse(f *testing.F) {
 		for _, r := range c.Rules {
 			if len(r.Prefixes) != len(r.Destinations) {
 				t.Fatalf("rule %q: %d prefixes for %d destinations", r.Name, len(r.Prefixes), len(r.Destinations))
+			}
+			if r.Mode == ModeEnforce && (r.Upstream.TLS == nil) == (r.Upstream.Tunnel == nil) {
+				t.Fatalf("rule %q: enforce without exactly one upstream: %+v", r.Name, r.Upstream)
+			}
+		}
+		for i, p := range c.Peers {
+			if len(p.Prefixes) != len(p.Destinations) || len(p.Prefixes) == 0 || !p.AddrPort.IsValid() {
+				t.Fatalf("peers[%d] = %+v", i, p)
+			}
+		}
+		if in := c.Inbound; in != nil {
+			for _, s := range in.Services {
+				if len(s.Allow) == 0 || s.Mode == ModeDeny {
+					t.Fatalf("service %+v", s)
+				}
+				for _, a := range s.Allow {
+					if !a.HasTokenFields() && !a.HasPeerFields() {
+						t.Fatalf("service %q: empty allow entry", s.Name)
+					}
+				}
 			}
 		}
 	})

@@ -109,6 +109,24 @@ func checkShape(t reflect.Type, v any, path string, errs *[]error) {
 			}
 			checkShape(f, m[k], join(path, k), errs)
 		}
+	case t.Kind() == reflect.Map && t.Key().Kind() == reflect.String:
+		// The keys of a map are user data (claim names), not config keys:
+		// only the values are checked, each named by its quoted key.
+		m, ok := v.(map[string]any)
+		if !ok {
+			bad("a mapping")
+			return
+		}
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			kpath := fmt.Sprintf("%s[%q]", path, k)
+			// Values are matched as strings, and YAML has already rewritten an
+			// unquoted number (1.10 is 1.1, 0017 is 15): make the user quote it.
+			if n, ok := m[k].(json.Number); ok && t.Elem().Kind() == reflect.String {
+				*errs = append(*errs, fmt.Errorf("%s: want a string, got number %s (quote it: unquoted, YAML may rewrite it)", kpath, n))
+				continue
+			}
+			checkShape(t.Elem(), m[k], kpath, errs)
+		}
 	case t.Kind() == reflect.Slice:
 		l, ok := v.([]any)
 		if !ok {
@@ -252,6 +270,15 @@ func explicitZeros(raw any) []error {
 	for _, path := range [][]string{{"bpf", "mapSize"}, {"bpf", "mark"}, {"proxy", "port"}} {
 		if v, ok := lookup(raw, path...); ok && v == json.Number("0") {
 			errs = append(errs, fmt.Errorf("%s: 0 is not allowed (omit the key for the default)", strings.Join(path, ".")))
+		}
+	}
+	// A tunnel's port 0 would silently become the default; a TLS port 0 is
+	// documented as "the original port" and stays allowed.
+	rules, _ := lookup(raw, "rules")
+	list, _ := rules.([]any)
+	for i, r := range list {
+		if v, ok := lookup(r, "upstream", "tunnel", "port"); ok && v == json.Number("0") {
+			errs = append(errs, fmt.Errorf("rules[%d].upstream.tunnel.port: 0 is not allowed (omit the key for the default %d)", i, DefaultTunnelPort))
 		}
 	}
 	return errs

@@ -14,6 +14,11 @@ const (
 	DefaultAuditFile        = "-"
 	DefaultMetricsListen    = "127.0.0.1:9464"
 	DefaultAPISocket        = "/run/intransit/api.sock"
+	DefaultTunnelPort       = 15008
+	DefaultInboundListen    = "0.0.0.0:15008"
+	DefaultTokenAudience    = "intransit" // identity.token.kubernetes.audience, inbound.oidc.audience
+	DefaultTokenTTL         = 10 * time.Minute
+	DefaultServiceMode      = ModeEnforce
 
 	// MetricsOff as metrics.listen disables the metrics endpoint.
 	MetricsOff = "off"
@@ -34,6 +39,24 @@ func (c *Config) SetDefaults() {
 	setZero(&c.Audit.File, DefaultAuditFile)
 	setZero(&c.Metrics.Listen, DefaultMetricsListen)
 	setZero(&c.API.Socket, DefaultAPISocket)
+	for i := range c.Rules {
+		if t := c.Rules[i].Upstream.Tunnel; t != nil {
+			setZero(&t.Port, DefaultTunnelPort)
+		}
+	}
+	if t := c.Identity.Token; t != nil && t.Kubernetes != nil {
+		setZero(&t.Kubernetes.Audience, DefaultTokenAudience)
+		setZero(&t.Kubernetes.TTL.Duration, DefaultTokenTTL)
+	}
+	if in := c.Inbound; in != nil {
+		setZero(&in.Listen, DefaultInboundListen)
+		if in.OIDC != nil {
+			setZero(&in.OIDC.Audience, DefaultTokenAudience)
+		}
+		for i := range in.Services {
+			setZero(&in.Services[i].Mode, DefaultServiceMode)
+		}
+	}
 }
 
 func setZero[T comparable](p *T, v T) {

@@ -50,6 +50,56 @@ api:
   # Unix socket the intransit CLI talks to. Default: /run/intransit/api.sock
   socket: /run/intransit/api.sock
 
+# How this host's workloads prove who they are to peer agents, for tunnel
+# rules: a token sent with each tunnelled connection (Authorization: Bearer).
+# Default: none; tunnel rules then need a client certificate
+# (upstream.tunnel.certFile and keyFile).
+identity:
+  # Exactly one token source:
+  #   file: a token file, re-read whenever it changes (a Kubernetes projected
+  #     service-account token, or a token written by another agent). If it
+  #     does not exist yet, its directory must.
+  #   clientCredentials: an OAuth2 client-credentials grant, refreshed before
+  #     the token expires.
+  #   kubernetes: a token for the source pod's own service account, minted
+  #     with the TokenRequest API and cached until near expiry.
+  #
+  #token:
+  #  file: /var/run/secrets/intransit/token
+  #
+  #token:
+  #  clientCredentials:
+  #    # OIDC issuer whose discovery document names the token endpoint, or
+  #    # tokenURL, the token endpoint itself: exactly one of the two. https
+  #    # (http only for loopback hosts).
+  #    issuer: https://issuer.internal
+  #    #tokenURL: https://issuer.internal/oauth2/token
+  #    # OAuth2 client ID. Required.
+  #    clientID: intransit
+  #    # File holding the client secret; secrets are never written here.
+  #    # Readable and non-empty. Required.
+  #    clientSecretFile: /etc/intransit/client-secret
+  #    # Scopes to request. Default: none.
+  #    scopes: [tunnel]
+  #    # Audience to request, for issuers that want one. Default: none.
+  #    audience: intransit
+  #
+  #token:
+  #  kubernetes:
+  #    # Audience of the minted token. Default: intransit
+  #    audience: intransit
+  #    # Lifetime to request, 10m..24h. Default: 10m
+  #    ttl: 10m
+
+# Where the intransit agent for some destinations listens, for tunnel rules
+# (NAT, pods behind a node address). The most specific prefix wins. Default:
+# none, a tunnel goes to the original destination IP on upstream.tunnel.port.
+#peers:
+#  - # CIDRs or bare IPs, as in rules. Required.
+#    destinations: [10.20.0.0/16]
+#    # The peer agent's inbound address, IP:port (an IP literal). Required.
+#    address: 192.0.2.10:15008
+
 # Rules select plaintext connects. At least one is required, and a given
 # (port, destination prefix) may appear in only one rule.
 rules:
@@ -64,7 +114,8 @@ rules:
     # deny: fail the connect with EPERM.
     # Required.
     mode: enforce
-    # Required when mode is enforce, refused otherwise.
+    # Required when mode is enforce, refused otherwise: exactly one of tls
+    # (the destination speaks TLS) and tunnel (see the legacy-executor rule).
     upstream:
       tls:
         # Port to dial TLS on. Default: the original destination port.
@@ -88,4 +139,86 @@ rules:
     name: telnet
     ports: [23]
     mode: deny
+
+  #- # An executor that only speaks plaintext: carry each connect through a
+  #  # TLS tunnel to the intransit agent on the executor's host (its inbound
+  #  # section), which checks who is calling and forwards over loopback.
+  #  name: legacy-executor
+  #  ports: [9090]
+  #  destinations: [10.20.0.0/16]
+  #  mode: enforce
+  #  upstream:
+  #    tunnel:
+  #      # The peer agent's inbound port (used when no peers entry matches).
+  #      # Default: 15008
+  #      port: 15008
+  #      # Name verified in the peer agent's certificate. Default: the peer
+  #      # address IP.
+  #      serverName: executor-host.internal
+  #      # PEM CA bundle to verify the peer agent with. Default: the system
+  #      # roots.
+  #      #caFile: /etc/intransit/peer-ca.pem
+  #      # PEM client certificate and key (mTLS), set both or neither; one of
+  #      # these or identity.token is required, or the peer agent could not
+  #      # authenticate this host. Default: none.
+  #      #certFile: /etc/intransit/agent.pem
+  #      #keyFile: /etc/intransit/agent-key.pem
+
+# The executor side of tunnels: accept them from peer agents, check who is
+# calling and forward to local plaintext executors over loopback. Plaintext
+# reaching a service's port from off-host is reported or dropped. Default:
+# none (this host runs no executors behind intransit).
+#inbound:
+#  # Where tunnels are accepted, host:port with the host empty or an IP. Its
+#  # port may not be proxy.port, nor a rule port covering loopback.
+#  # Default: 0.0.0.0:15008
+#  listen: 0.0.0.0:15008
+#  # cgroup v2 directory of the executors, whose sockets get the plaintext
+#  # ingress check. Absolute path. Default: the cgroup2 root.
+#  #cgroup: /sys/fs/cgroup/system.slice/executor.service
+#  tls:
+#    # PEM certificate and key of the tunnel listener, reloaded when the
+#    # files change. Required.
+#    certFile: /etc/intransit/tls.crt
+#    keyFile: /etc/intransit/tls.key
+#    # PEM CA bundle; when set, callers must present a client certificate it
+#    # signed (mTLS), and allow entries may use peerSubject and peerSAN.
+#    # Default: none.
+#    #clientCAFile: /etc/intransit/client-ca.pem
+#  # Verification of the callers' workload tokens; required when an allow
+#  # entry uses iss, sub, aud or claims. Default: none.
+#  oidc:
+#    # Issuer URL, https (http only for loopback hosts); its discovery
+#    # document supplies the keys unless jwksFile is set. Required.
+#    issuer: https://issuer.internal
+#    # Audience a token must carry. Default: intransit
+#    audience: intransit
+#    # JSON Web Key Set file ({"keys": [...]}) used instead of discovery,
+#    # for air-gapped clusters. Default: none.
+#    #jwksFile: /etc/intransit/jwks.json
+#  # Local executors reachable through the tunnel. At least one.
+#  services:
+#    - # Unique, [a-zA-Z0-9_.-]{1,63}; used as a metrics label. Required.
+#      name: executor
+#      # The port clients dial, and the plaintext port protected on this
+#      # host. Unique; not inbound.listen's port nor proxy.port. Required.
+#      port: 8080
+#      # The plaintext executor: a loopback IP (127.0.0.0/8 or ::1) and
+#      # port. Required.
+#      forward: 127.0.0.1:8080
+#      # Plaintext reaching port from off-host: audit reports it, enforce
+#      # drops and reports it. Default: enforce
+#      mode: enforce
+#      # Callers let through: any entry allows, and within an entry every
+#      # field set must match. At least one entry, each with at least one of:
+#      #   iss, sub, aud: the token's issuer, subject, audience;
+#      #   claims: named claims compared as strings, a name being a
+#      #     "/"-separated path into nested objects;
+#      #   peerSubject: the client certificate's subject (CN or full DN);
+#      #   peerSAN: a client certificate SAN (DNS name, URI, IP address).
+#      # Token fields need inbound.oidc, peer fields inbound.tls.clientCAFile.
+#      allow:
+#        - sub: "system:serviceaccount:agents:planner"
+#        - claims: {"kubernetes.io/namespace": agents}
+#        #- peerSAN: spiffe://cluster.local/ns/agents/sa/planner
 `

@@ -29,7 +29,8 @@ func (c *Config) checkRules(p *problems) {
 		p.add("rules", "at least one rule is required")
 		return
 	}
-	metricsPort, _ := c.MetricsPort() // 0 when off or invalid (reported already)
+	metricsPort, _ := c.MetricsPort()                // 0 when off or invalid (reported already)
+	inboundHost, inboundPort, _ := c.inboundListen() // 0 without inbound or invalid (reported by checkInbound)
 	names := map[string]int{}
 	owners := map[selector]int{}
 	reported := map[[2]int]bool{}
@@ -49,8 +50,8 @@ func (c *Config) checkRules(p *problems) {
 			}
 		}
 		r.Prefixes = checkDestinations(p, key, r.Destinations) // before checkPorts, which reads it
-		ports := c.checkPorts(p, key, r, metricsPort)
-		checkModeUpstream(p, key, r)
+		ports := c.checkPorts(p, key, r, metricsPort, inboundPort, inboundHost)
+		c.checkModeUpstream(p, key, r)
 
 		// The same (port, prefix) in two rules leaves the kernel to pick one.
 		sels := r.Prefixes
@@ -83,7 +84,7 @@ func anyNote(a, b *Rule) string {
 }
 
 // checkPorts returns the valid, distinct ports of r.
-func (c *Config) checkPorts(p *problems, key string, r *Rule, metricsPort int) []int {
+func (c *Config) checkPorts(p *problems, key string, r *Rule, metricsPort, inboundPort int, inboundHost netip.Addr) []int {
 	if len(r.Ports) == 0 {
 		p.add(key+".ports", "at least one port is required")
 		return nil
@@ -109,6 +110,15 @@ func (c *Config) checkPorts(p *problems, key string, r *Rule, metricsPort int) [
 		if port == metricsPort && coversLoopback(r) {
 			p.add(pkey, "%d clashes with metrics.listen: %q (the rule covers loopback destinations)", port, c.Metrics.Listen)
 		}
+		// Redirecting connects to the local tunnel listener would loop.
+		if port == inboundPort {
+			switch {
+			case coversLoopback(r):
+				p.add(pkey, "%d clashes with inbound.listen: %q (the rule covers loopback destinations)", port, c.Inbound.Listen)
+			case inboundHost.IsValid() && !inboundHost.IsUnspecified() && covers(r, inboundHost):
+				p.add(pkey, "%d clashes with inbound.listen: %q (the rule covers %s)", port, c.Inbound.Listen, inboundHost)
+			}
+		}
 	}
 	return ports
 }
@@ -122,6 +132,18 @@ func coversLoopback(r *Rule) bool {
 			if pfx.Overlaps(lo) {
 				return true
 			}
+		}
+	}
+	return false
+}
+
+func covers(r *Rule, a netip.Addr) bool {
+	if len(r.Destinations) == 0 {
+		return true
+	}
+	for _, pfx := range r.Prefixes {
+		if pfx.Contains(a) || pfx.Contains(a.Unmap()) {
+			return true
 		}
 	}
 	return false
@@ -166,17 +188,23 @@ func parseDestination(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-func checkModeUpstream(p *problems, key string, r *Rule) {
-	tls := r.Upstream.TLS
+func (c *Config) checkModeUpstream(p *problems, key string, r *Rule) {
+	tls, tunnel := r.Upstream.TLS, r.Upstream.Tunnel
 	switch r.Mode {
 	case ModeEnforce:
-		if tls == nil {
-			p.add(key+".upstream.tls", "required when mode is enforce")
+		switch {
+		case tls == nil && tunnel == nil:
+			p.add(key+".upstream.tls", "required when mode is enforce, or %s.upstream.tunnel instead (exactly one of the two)", key)
+		case tls != nil && tunnel != nil:
+			p.add(key+".upstream", "both %[1]s.upstream.tls and %[1]s.upstream.tunnel are set; set exactly one of the two", key)
 		}
 	case ModeAudit, ModeDeny:
 		// Refused rather than ignored: a stray upstream suggests a wrong mode.
 		if tls != nil {
 			p.add(key+".upstream.tls", "not allowed when mode is %s (only enforce rules dial upstream)", r.Mode)
+		}
+		if tunnel != nil {
+			p.add(key+".upstream.tunnel", "not allowed when mode is %s (only enforce rules dial upstream)", r.Mode)
 		}
 		return
 	case "":
@@ -186,5 +214,8 @@ func checkModeUpstream(p *problems, key string, r *Rule) {
 	}
 	if tls != nil {
 		checkTLS(p, key+".upstream.tls", tls)
+	}
+	if tunnel != nil {
+		c.checkTunnel(p, key+".upstream.tunnel", tunnel)
 	}
 }

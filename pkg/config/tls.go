@@ -20,21 +20,33 @@ func checkTLS(p *problems, key string, t *TLS) {
 	if t.Port != 0 && !validPort(t.Port) {
 		p.add(key+".port", "%d is not in 1..65535 (0 or unset means the original port)", t.Port)
 	}
-	if t.ServerName != "" && !validServerName(t.ServerName) {
-		p.add(key+".serverName", "%q is not a valid DNS name or IP address", t.ServerName)
+	checkClientTLS(p, key, t.ServerName, t.CAFile, t.CertFile, t.KeyFile)
+}
+
+// checkClientTLS checks what upstream.tls and upstream.tunnel share: the
+// name to verify, the CA bundle and the optional client certificate.
+func checkClientTLS(p *problems, key, serverName, caFile, certFile, keyFile string) {
+	if serverName != "" && !validServerName(serverName) {
+		p.add(key+".serverName", "%q is not a valid DNS name or IP address", serverName)
 	}
-	if t.CAFile != "" {
-		if err := checkCAFile(t.CAFile); err != nil {
-			p.addErr(fmt.Errorf("%s.caFile: %q: %w", key, t.CAFile, err))
-		}
-	}
+	checkCAFileKey(p, key+".caFile", caFile)
 	switch {
-	case t.CertFile != "" && t.KeyFile == "":
-		p.add(key, "certFile %q is set but keyFile is empty; set both or neither", t.CertFile)
-	case t.CertFile == "" && t.KeyFile != "":
-		p.add(key, "keyFile %q is set but certFile is empty; set both or neither", t.KeyFile)
-	case t.CertFile != "":
-		checkKeyPair(p, key, t.CertFile, t.KeyFile)
+	case certFile != "" && keyFile == "":
+		p.add(key, "certFile %q is set but keyFile is empty; set both or neither", certFile)
+	case certFile == "" && keyFile != "":
+		p.add(key, "keyFile %q is set but certFile is empty; set both or neither", keyFile)
+	case certFile != "":
+		checkKeyPair(p, key, certFile, keyFile)
+	}
+}
+
+// checkCAFileKey checks an optional CA bundle named by key.
+func checkCAFileKey(p *problems, key, path string) {
+	if path == "" {
+		return
+	}
+	if err := checkCAFile(path); err != nil {
+		p.addErr(fmt.Errorf("%s: %q: %w", key, path, err))
 	}
 }
 

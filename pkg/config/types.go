@@ -25,6 +25,15 @@ type Config struct {
 	Metrics Metrics `json:"metrics"`
 	API     API     `json:"api"`
 	Rules   []Rule  `json:"rules"`
+
+	// Identity is how this host's workloads prove who they are to peer
+	// agents (tunnel rules).
+	Identity Identity `json:"identity"`
+	// Peers says where the agent for some destinations listens; without a
+	// match a tunnel goes to the destination IP itself on the tunnel port.
+	Peers []Peer `json:"peers,omitempty"`
+	// Inbound is the executor side of tunnels; nil when this host runs none.
+	Inbound *Inbound `json:"inbound,omitempty"`
 }
 
 // BPF configures the kernel side.
@@ -73,9 +82,11 @@ type Rule struct {
 	Prefixes []netip.Prefix `json:"-"`
 }
 
-// Upstream says how an enforced connection leaves the host.
+// Upstream says how an enforced connection leaves the host: exactly one of
+// TLS and Tunnel for enforce rules.
 type Upstream struct {
-	TLS *TLS `json:"tls,omitempty"`
+	TLS    *TLS    `json:"tls,omitempty"`
+	Tunnel *Tunnel `json:"tunnel,omitempty"`
 }
 
 // TLS configures origination towards a TLS-capable destination.
@@ -86,3 +97,121 @@ type TLS struct {
 	CertFile   string `json:"certFile,omitempty"`   // optional client certificate
 	KeyFile    string `json:"keyFile,omitempty"`
 }
+
+// Tunnel carries enforced connections over TLS to the intransit agent on the
+// destination's host (or the one peers names), which forwards them to a
+// plaintext executor over loopback.
+type Tunnel struct {
+	Port       int    `json:"port,omitempty"`       // peer agent's inbound port; default 15008
+	ServerName string `json:"serverName,omitempty"` // default: the peer address IP
+	CAFile     string `json:"caFile,omitempty"`     // default: system roots
+	CertFile   string `json:"certFile,omitempty"`   // optional mTLS client certificate
+	KeyFile    string `json:"keyFile,omitempty"`
+}
+
+// Identity configures how this host's workloads authenticate to peer agents.
+type Identity struct {
+	// Token is the workload token sent with each tunnelled connection; nil
+	// sends none (tunnel rules then need a client certificate).
+	Token *TokenSource `json:"token,omitempty"`
+}
+
+// TokenSource says where workload tokens come from: exactly one source.
+type TokenSource struct {
+	// File is re-read when it changes (a projected service-account token, or
+	// a token written by another agent).
+	File              string             `json:"file,omitempty"`
+	ClientCredentials *ClientCredentials `json:"clientCredentials,omitempty"`
+	Kubernetes        *KubernetesToken   `json:"kubernetes,omitempty"`
+}
+
+// ClientCredentials is an OAuth2 client-credentials grant.
+type ClientCredentials struct {
+	Issuer           string   `json:"issuer,omitempty"`   // OIDC discovery of the token endpoint; or
+	TokenURL         string   `json:"tokenURL,omitempty"` // the token endpoint itself (exactly one of the two)
+	ClientID         string   `json:"clientID"`           // required
+	ClientSecretFile string   `json:"clientSecretFile"`   // required; secrets are never inline
+	Scopes           []string `json:"scopes,omitempty"`
+	Audience         string   `json:"audience,omitempty"`
+}
+
+// KubernetesToken mints a token for the source pod's own service account
+// with the TokenRequest API.
+type KubernetesToken struct {
+	Audience string   `json:"audience,omitempty"` // default "intransit"
+	TTL      Duration `json:"ttl,omitempty"`      // default 10m; 10m..24h
+}
+
+// Peer says where the intransit agent for some destinations listens (NAT,
+// pods). The most specific match wins; see Config.PeerFor.
+type Peer struct {
+	Destinations []string `json:"destinations"` // required; CIDRs or IPs
+	Address      string   `json:"address"`      // required; IP:port
+
+	// Prefixes is Destinations parsed and AddrPort is Address parsed; both
+	// filled by Load.
+	Prefixes []netip.Prefix `json:"-"`
+	AddrPort netip.AddrPort `json:"-"`
+}
+
+// Inbound accepts tunnels from peer agents and forwards them to local
+// plaintext executors over loopback.
+type Inbound struct {
+	Listen string `json:"listen,omitempty"` // default 0.0.0.0:15008; host:port, host empty or an IP
+	// Cgroup whose sockets (the executors) get the plaintext-ingress check.
+	// Empty means the cgroup2 root.
+	Cgroup   string     `json:"cgroup,omitempty"`
+	TLS      InboundTLS `json:"tls"`
+	OIDC     *OIDC      `json:"oidc,omitempty"`
+	Services []Service  `json:"services"` // at least one
+}
+
+// InboundTLS is the tunnel listener's certificate, reloaded when the files
+// change.
+type InboundTLS struct {
+	CertFile     string `json:"certFile"`               // required
+	KeyFile      string `json:"keyFile"`                // required
+	ClientCAFile string `json:"clientCAFile,omitempty"` // set: callers must present a certificate it signed
+}
+
+// OIDC verifies workload tokens presented by callers.
+type OIDC struct {
+	Issuer   string `json:"issuer"`             // required; https URL (http only for loopback)
+	Audience string `json:"audience,omitempty"` // default "intransit"
+	JWKSFile string `json:"jwksFile,omitempty"` // optional offline keys instead of discovery
+}
+
+// Service is a local plaintext executor reachable through the tunnel.
+type Service struct {
+	Name    string `json:"name"`    // unique, same pattern as rule names
+	Port    int    `json:"port"`    // the port clients dial, and the plaintext port protected here; unique
+	Forward string `json:"forward"` // loopback IP:port of the plaintext executor
+	// Mode is what happens to plaintext reaching Port from off-host: audit
+	// reports it, enforce (the default) drops and reports it. deny is not
+	// valid here.
+	Mode  Mode    `json:"mode,omitempty"`
+	Allow []Allow `json:"allow"` // at least one entry; any entry allows
+}
+
+// Allow is one accepted caller: every non-empty field must match.
+type Allow struct {
+	Issuer   string `json:"iss,omitempty"`
+	Subject  string `json:"sub,omitempty"`
+	Audience string `json:"aud,omitempty"`
+	// Claims are named claims compared as strings; a name is a "/"-separated
+	// path into nested objects, e.g. "kubernetes.io/namespace": agents.
+	Claims map[string]string `json:"claims,omitempty"`
+	// PeerSubject matches the mTLS client certificate subject (CN or full DN).
+	PeerSubject string `json:"peerSubject,omitempty"`
+	// PeerSAN matches a SAN of the mTLS client certificate (DNS name, URI such
+	// as spiffe://..., IP address).
+	PeerSAN string `json:"peerSAN,omitempty"`
+}
+
+// HasTokenFields reports whether a matches on the caller's token.
+func (a *Allow) HasTokenFields() bool {
+	return a.Issuer != "" || a.Subject != "" || a.Audience != "" || len(a.Claims) > 0
+}
+
+// HasPeerFields reports whether a matches on the caller's client certificate.
+func (a *Allow) HasPeerFields() bool { return a.PeerSubject != "" || a.PeerSAN != "" }

@@ -24,8 +24,9 @@ func (p *problems) add(key, format string, args ...any) {
 
 func (p *problems) addErr(err error) { *p = append(*p, err) }
 
-// validate checks a defaulted config, fills Rule.Prefixes and returns one
-// error per problem, each naming the key path and the offending value.
+// validate checks a defaulted config, fills Rule.Prefixes, Peer.Prefixes and
+// Peer.AddrPort, and returns one error per problem, each naming the key path
+// and the offending value.
 func (c *Config) validate() []error {
 	var p problems
 	if c.Cgroup != "" && !filepath.IsAbs(c.Cgroup) {
@@ -43,7 +44,10 @@ func (c *Config) validate() []error {
 	case len(s) > maxSocketPath:
 		p.add("api.socket", "%q is longer than %d bytes, the unix socket path limit", s, maxSocketPath)
 	}
+	c.checkIdentity(&p)
+	c.checkPeers(&p)
 	c.checkRules(&p)
+	c.checkInbound(&p)
 	return p
 }
 
