@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/intransit/intransit/pkg/audit"
+	"github.com/intransit/intransit/pkg/auth"
 	"github.com/intransit/intransit/pkg/config"
 	"github.com/intransit/intransit/pkg/identity"
 	"github.com/intransit/intransit/pkg/listener"
@@ -29,13 +30,15 @@ const unknownRule = "unknown"
 // ruleState is one configured rule ready to serve.
 type ruleState struct {
 	cfg    config.Rule
-	dialer *upstream.Dialer // enforce rules only
+	dialer *upstream.Dialer // enforce rules with upstream.tls
+	tunnel *tunnelUpstream  // enforce rules with upstream.tunnel
 }
 
 // state is what a reload swaps atomically.
 type state struct {
-	cfg   *config.Config
-	rules map[uint32]*ruleState // by datapath rule id
+	cfg    *config.Config
+	rules  map[uint32]*ruleState // by datapath rule id
+	tokens auth.TokenSource      // identity.token; nil if none
 }
 
 // Agent is a running intransit agent.
@@ -73,7 +76,7 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	st, err := buildState(cfg)
+	st, err := buildState(cfg, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -112,8 +115,16 @@ func ruleID(name string) uint32 {
 	return 1
 }
 
-func buildState(cfg *config.Config) (*state, error) {
+// buildState prepares everything a config needs to serve. Tunnel clients of
+// unchanged rules are carried over from prev so their pooled connections
+// survive a reload.
+func buildState(cfg *config.Config, prev *state) (*state, error) {
 	st := &state{cfg: cfg, rules: make(map[uint32]*ruleState, len(cfg.Rules))}
+	tokens, err := newTokenSource(context.Background(), cfg.Identity)
+	if err != nil {
+		return nil, err
+	}
+	st.tokens = tokens
 	for i, r := range cfg.Rules {
 		id := ruleID(r.Name)
 		if prev, dup := st.rules[id]; dup {
@@ -131,6 +142,20 @@ func buildState(cfg *config.Config) (*state, error) {
 				return nil, fmt.Errorf("rules[%d] (%s).upstream.tls: %w", i, r.Name, err)
 			}
 			rs.dialer = d
+		}
+		if r.Mode == config.ModeEnforce && r.Upstream.Tunnel != nil {
+			if prev != nil {
+				if old := prev.rules[id]; old != nil && old.tunnel != nil && old.tunnel.cfg == *r.Upstream.Tunnel {
+					rs.tunnel = old.tunnel
+				}
+			}
+			if rs.tunnel == nil {
+				t, err := newTunnelUpstream(*r.Upstream.Tunnel, cfg.BPF.Mark, cfg)
+				if err != nil {
+					return nil, fmt.Errorf("rules[%d] (%s).upstream.tunnel: %w", i, r.Name, err)
+				}
+				rs.tunnel = t
+			}
 		}
 		st.rules[id] = rs
 	}
@@ -283,8 +308,9 @@ func (a *Agent) mapFill() ([]metrics.MapFill, error) {
 // Reload applies a new configuration. On any error the running one stays.
 // Keys that shape the datapath itself need a restart and are reported.
 func (a *Agent) Reload(cfg *config.Config) error {
-	old := a.state.Load().cfg
-	st, err := buildState(cfg)
+	prev := a.state.Load()
+	old := prev.cfg
+	st, err := buildState(cfg, prev)
 	if err != nil {
 		return fmt.Errorf("reload refused, keeping the running config: %w", err)
 	}

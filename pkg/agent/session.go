@@ -68,7 +68,7 @@ func (a *Agent) handle(c *net.TCPConn, o redirect.Orig) {
 		Session:      audit.NewSessionID(),
 		Rule:         unknownRule,
 	}
-	if rs == nil || rs.dialer == nil {
+	if rs == nil || (rs.dialer == nil && rs.tunnel == nil) {
 		// The rule went away in a reload, or is no longer enforcing.
 		ev.Verdict, ev.Reason = audit.VerdictError, "no enforcing rule for this connection (rule removed or changed by a reload)"
 		a.fail(c, ev, metrics.ReasonNoRule)
@@ -83,23 +83,23 @@ func (a *Agent) handle(c *net.TCPConn, o redirect.Orig) {
 		return
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
+	timeout := st.cfg.Proxy.DialTimeout.Duration + st.cfg.Proxy.HandshakeTimeout.Duration
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	start := time.Now()
-	up, err := rs.dialer.Dial(ctx, o.Destination)
+	var up net.Conn
+	var reason string
+	var err error
+	if rs.dialer != nil {
+		up, reason, err = a.dialTLS(ctx, rs, o, &ev)
+	} else {
+		up, reason, err = a.dialTunnel(ctx, st, rs, o, &ev)
+	}
 	cancel()
 	a.metrics.HandshakeSeconds.WithLabelValues(rs.cfg.Name).Observe(time.Since(start).Seconds())
 	if err != nil {
-		reason := upstream.Reason(err)
 		ev.Verdict, ev.Reason = audit.VerdictError, reason+": "+err.Error()
 		a.fail(c, ev, reason)
 		return
-	}
-	version, cipher := upstream.ConnectionState(up)
-	cs := up.ConnectionState()
-	ev.Upstream = up.RemoteAddr().String()
-	ev.TLS = &audit.TLSInfo{Version: version, Cipher: cipher, ServerName: cs.ServerName, Resumed: cs.DidResume}
-	if len(cs.PeerCertificates) > 0 {
-		ev.TLS.PeerSubject = cs.PeerCertificates[0].Subject.String()
 	}
 	ev.Verdict = audit.VerdictUpgraded
 	a.audit.Log(ev)
@@ -107,7 +107,7 @@ func (a *Agent) handle(c *net.TCPConn, o redirect.Orig) {
 
 	s := &Session{
 		ID: ev.Session, Rule: rs.cfg.Name, Source: src, Destination: o.Destination,
-		Upstream: ev.Upstream, Start: start, Process: *ev.Process, TLS: *ev.TLS,
+		Upstream: ev.Upstream, Start: start, Process: *ev.Process, TLS: derefTLS(ev.TLS),
 		client: c, up: up,
 	}
 	a.track(s, true)
@@ -197,4 +197,27 @@ func (a *Agent) onEvent(e redirect.Event) {
 		Reason:       reason,
 	})
 	a.metrics.Connections.WithLabelValues(rule, string(v)).Inc()
+}
+
+func derefTLS(t *audit.TLSInfo) audit.TLSInfo {
+	if t == nil {
+		return audit.TLSInfo{}
+	}
+	return *t
+}
+
+// dialTLS originates TLS to the destination itself (upstream.tls).
+func (a *Agent) dialTLS(ctx context.Context, rs *ruleState, o redirect.Orig, ev *audit.Event) (net.Conn, string, error) {
+	up, err := rs.dialer.Dial(ctx, o.Destination)
+	if err != nil {
+		return nil, upstream.Reason(err), err
+	}
+	version, cipher := upstream.ConnectionState(up)
+	cs := up.ConnectionState()
+	ev.Upstream = up.RemoteAddr().String()
+	ev.TLS = &audit.TLSInfo{Version: version, Cipher: cipher, ServerName: cs.ServerName, Resumed: cs.DidResume}
+	if len(cs.PeerCertificates) > 0 {
+		ev.TLS.PeerSubject = cs.PeerCertificates[0].Subject.String()
+	}
+	return up, "", nil
 }

@@ -75,6 +75,20 @@ type Event struct {
 	Duration        string   `json:"duration,omitempty"`
 	DurationSeconds float64  `json:"duration_seconds,omitempty"`
 	TLS             *TLSInfo `json:"tls,omitempty"`
+	// Tunnel sessions: the service reached on the inbound side and who the
+	// caller proved to be (token claims, mTLS certificate).
+	Service  string    `json:"service,omitempty"`
+	Identity *Identity `json:"identity,omitempty"`
+}
+
+// Identity is the authenticated caller of a tunnel stream, or on the
+// outbound side what this host presented.
+type Identity struct {
+	Subject     string   `json:"subject,omitempty"` // token sub
+	Issuer      string   `json:"issuer,omitempty"`  // token iss
+	PeerSubject string   `json:"peer_subject,omitempty"`
+	PeerSANs    []string `json:"peer_sans,omitempty"`
+	Source      string   `json:"source,omitempty"` // the caller's own account of its workload
 }
 
 // SetBytes records transfer counters; zero values are still written.
@@ -114,6 +128,16 @@ func sanitize(e Event) Event {
 		c.ServerName = validUTF8(c.ServerName)
 		c.PeerSubject = validUTF8(c.PeerSubject)
 		e.TLS = &c
+	}
+	if id := e.Identity; id != nil {
+		c := *id
+		c.Subject, c.Issuer = validUTF8(c.Subject), validUTF8(c.Issuer)
+		c.PeerSubject, c.Source = validUTF8(c.PeerSubject), validUTF8(c.Source)
+		c.PeerSANs = nil
+		for _, s := range id.PeerSANs {
+			c.PeerSANs = append(c.PeerSANs, validUTF8(s))
+		}
+		e.Identity = &c
 	}
 	return e
 }

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// row is one line of the table: a metric of (a) and (b), and how (b)
+// compares with (a) in the same round.
+type row struct {
+	name   string
+	key    string
+	format string
+	delta  bool // compare as b-a (latency) rather than b/a
+	target func(v float64) (string, bool)
+}
+
+var rows = []row{
+	{name: "tput Gbit/s (1 stream)", key: "tput", format: "%.2f",
+		target: func(v float64) (string, bool) { return "ratio ≥ 0.80", v >= 0.8 }},
+	{name: "proxy CPU s/GiB (tput)", key: "tputcpu", format: "%.2f"},
+	{name: "RR p50 µs (1 KiB)", key: "p50", format: "%.0f", delta: true,
+		target: func(v float64) (string, bool) { return "added < 60 µs", v < 60 }},
+	{name: "RR p99 µs (1 KiB)", key: "p99", format: "%.0f", delta: true},
+	{name: "conn/s (c=32)", key: "cps", format: "%.0f"},
+	{name: "conn p99 ms", key: "cp99", format: "%.1f"},
+	{name: "proxy CPU ms/conn", key: "conncpu", format: "%.3f"},
+	{name: "agent idle RSS KiB/conn", key: "idle", format: "%.1f"},
+}
+
+// spread is "median [min–max]" of vals, or "-" when there are none.
+func spread(format string, vals []float64) string {
+	if len(vals) == 0 {
+		return "-"
+	}
+	s := slices.Sorted(slices.Values(vals))
+	if len(s) == 1 {
+		return fmt.Sprintf(format, s[0])
+	}
+	return fmt.Sprintf(format+" ["+format+"–"+format+"]", median(s), s[0], s[len(s)-1])
+}
+
+func median(sorted []float64) float64 {
+	n := len(sorted)
+	if n%2 == 1 {
+		return sorted[n/2]
+	}
+	return (sorted[n/2-1] + sorted[n/2]) / 2
+}
+
+func printReport(w io.Writer, p params, res *results, bin, load0 string) {
+	fmt.Fprintf(w, "## intransit bench: (a) client speaks TLS itself vs (b) plaintext client → intransit → same TLS server\n\n")
+	fmt.Fprintf(w, "Command: `%s` (agent: %s)  \n", strings.Join(append([]string{"go run ./tools/bench"}, os.Args[1:]...), " "), bin)
+	fmt.Fprintf(w, "Machine: %s, %d CPUs, Linux %s, %s, %s  \n", cpuModel(), runtime.NumCPU(), kernel(), runtime.Version(), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(w, "Load average (1/5/15 min): %s at start, %s at end (anything else running shares the cores)  \n", load0, loadAvg())
+	fmt.Fprintf(w, "Sizes: %d rounds; tput %d MiB in %d KiB writes; pingpong %d+%d; connrate c=%d for %v; idle %d conns, hold %v\n\n",
+		p.rounds, p.tputBytes>>20, p.chunk>>10, p.rrWarm, p.rrN, p.conc, p.connDur, p.idleN, p.idleHold)
+
+	fmt.Fprintln(w, "| metric | n | (a) direct TLS | (b) via intransit | b vs a, per round | target |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|")
+	for _, r := range rows {
+		var av, bv, cmp []float64
+		for _, m := range res.rounds {
+			a, okA := m["a."+r.key]
+			b, okB := m["b."+r.key]
+			if okA {
+				av = append(av, a)
+			}
+			if okB {
+				bv = append(bv, b)
+			}
+			if okA && okB {
+				if r.delta {
+					cmp = append(cmp, b-a)
+				} else if a != 0 {
+					cmp = append(cmp, b/a)
+				}
+			}
+		}
+		cmpS, tgt := "", ""
+		if len(cmp) > 0 {
+			if r.delta {
+				cmpS = "+" + spread("%.0f", cmp) + " µs"
+			} else {
+				cmpS = "×" + spread("%.3f", cmp)
+			}
+			if r.target != nil {
+				what, ok := r.target(median(slices.Sorted(slices.Values(cmp))))
+				verdict := "MISS"
+				if ok {
+					verdict = "PASS"
+				}
+				tgt = what + ": **" + verdict + "**"
+			}
+		} else if r.target != nil {
+			what, _ := r.target(0)
+			tgt = what + ": no data"
+		}
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s |\n", r.name, max(len(av), len(bv)),
+			spread(r.format, av), spread(r.format, bv), cmpS, tgt)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Cells: median [min–max] over rounds. \"b vs a\": b/a (×) or b−a (+ µs) within each round, median [min–max];")
+	fmt.Fprintln(w, "targets are judged on that median. Proxy CPU and RSS are the agent process's (utime+stime at 100 Hz, VmRSS).")
+	if len(res.notes) > 0 {
+		fmt.Fprintln(w, "\nNotes:")
+		for _, n := range res.notes {
+			fmt.Fprintf(w, "- %s\n", n)
+		}
+	}
+}
+
+func cpuModel() string {
+	data, _ := os.ReadFile("/proc/cpuinfo")
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "model name"); ok {
+			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+		}
+	}
+	return runtime.GOARCH
+}
+
+func loadAvg() string {
+	data, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func kernel() string {
+	data, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return strings.TrimSpace(string(data))
+}
