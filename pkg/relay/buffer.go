@@ -7,9 +7,10 @@ import (
 )
 
 const (
-	// plainBufSize is larger than a TLS record, so one read from a plain
-	// socket fills whole records on the TLS side, yet small per connection.
-	plainBufSize = 32 << 10
+	// plainBufSize: one read from a plain socket fills 8 TLS records, sent
+	// with one write(2) through BatchConn. Only active connections hold it:
+	// an idle plain side gives its buffer back (see waiter).
+	plainBufSize = 128 << 10
 	// tlsBufSize fits the largest TLS record plaintext (2^14 bytes), which
 	// is the most tls.Conn.Read returns per call; more would sit unused.
 	tlsBufSize = 16 << 10

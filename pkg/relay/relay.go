@@ -115,6 +115,7 @@ func (r *relay) copy(dst, src net.Conn, from, to string, splice bool) int64 {
 
 	pool := poolFor(src)
 	w := newWaiter(src) // nil: src has no cheap readiness check
+	batch := batcherOf(dst)
 	var bp *[]byte
 	defer func() {
 		if bp != nil {
@@ -135,7 +136,17 @@ func (r *relay) copy(dst, src net.Conn, from, to string, splice bool) int64 {
 		buf := *bp
 		nr, rerr := src.Read(buf)
 		if nr > 0 {
-			nw, werr := dst.Write(buf[:nr])
+			var nw int
+			var werr error
+			if batch != nil {
+				batch.begin()
+				nw, werr = dst.Write(buf[:nr])
+				if ferr := batch.flush(); werr == nil {
+					werr = ferr
+				}
+			} else {
+				nw, werr = dst.Write(buf[:nr])
+			}
 			n += int64(nw)
 			if werr != nil {
 				r.fail(fmt.Errorf("write to %s: %w", to, werr))

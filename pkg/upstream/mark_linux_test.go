@@ -22,7 +22,7 @@ const testMark = 0x1e7a0001
 // socketMark reads SO_MARK back from a dialed connection.
 func socketMark(t *testing.T, c *tls.Conn) uint32 {
 	t.Helper()
-	rc, err := c.NetConn().(*net.TCPConn).SyscallConn()
+	rc, err := c.NetConn().(interface{ NetConn() net.Conn }).NetConn().(*net.TCPConn).SyscallConn()
 	if err != nil {
 		t.Fatalf("SyscallConn: %v", err)
 	}

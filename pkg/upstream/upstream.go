@@ -14,9 +14,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/intransit/intransit/pkg/config"
+	"github.com/intransit/intransit/pkg/relay"
 )
 
 // sessionCacheSize bounds the resumption tickets kept per Dialer; one ticket
@@ -151,7 +153,8 @@ func (d *Dialer) Dial(ctx context.Context, dst netip.AddrPort) (*tls.Conn, error
 		cfg = cfg.Clone()
 		cfg.ServerName = ip.WithZone("").String()
 	}
-	conn := tls.Client(raw, cfg)
+	// BatchConn lets the relay send the records of one large write at once.
+	conn := tls.Client(relay.NewBatchConn(raw), cfg)
 	if err := d.handshake(ctx, raw, conn); err != nil {
 		_ = raw.Close()
 		return nil, &stageError{stage: stageHandshake, addr: addr, name: cfg.ServerName, err: err}
@@ -181,5 +184,22 @@ func (d *Dialer) handshake(ctx context.Context, raw net.Conn, conn *tls.Conn) er
 // for audit records, e.g. "TLS 1.3" and "TLS_AES_128_GCM_SHA256".
 func ConnectionState(c *tls.Conn) (version, cipher string) {
 	st := c.ConnectionState()
-	return tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite)
+	return tls.VersionName(st.Version), suiteName(st.CipherSuite)
+}
+
+// suiteNames is built once: tls.CipherSuiteName rebuilds the whole suite
+// list on every call, which showed up in per-connection profiles.
+var suiteNames = sync.OnceValue(func() map[uint16]string {
+	m := make(map[uint16]string)
+	for _, s := range append(tls.CipherSuites(), tls.InsecureCipherSuites()...) {
+		m[s.ID] = s.Name
+	}
+	return m
+})
+
+func suiteName(id uint16) string {
+	if n, ok := suiteNames()[id]; ok {
+		return n
+	}
+	return tls.CipherSuiteName(id)
 }
