@@ -14,6 +14,8 @@ const (
 	// tlsBufSize fits the largest TLS record plaintext (2^14 bytes), which
 	// is the most tls.Conn.Read returns per call; more would sit unused.
 	tlsBufSize = 16 << 10
+	// smallBufSize is what a TLS source blocks on while idle (see copy).
+	smallBufSize = 2 << 10
 )
 
 // The pools are package-level because Relay is a plain function and buffers
@@ -21,6 +23,7 @@ const (
 // concurrent use and holds no observable state.
 var (
 	plainBufs = newPool(plainBufSize)
+	smallBufs = newPool(smallBufSize)
 	tlsBufs   = newPool(tlsBufSize)
 )
 

@@ -117,9 +117,21 @@ func (r *relay) copy(dst, src net.Conn, from, to string, splice bool) int64 {
 	w := newWaiter(src) // nil: src has no cheap readiness check
 	batch := batcherOf(dst)
 	var bp *[]byte
+	// Without a readiness check (TLS sources) a buffer is held while
+	// blocked in Read. Block with a small one and take the large one only
+	// once a read fills the small one: idle connections then pin 2 KiB
+	// instead of 16, and request/response traffic rarely needs more.
+	var small *[]byte
+	if w == nil {
+		small = smallBufs.Get().(*[]byte)
+		bp = small
+	}
 	defer func() {
-		if bp != nil {
+		if bp != nil && bp != small {
 			pool.Put(bp)
+		}
+		if small != nil {
+			smallBufs.Put(small)
 		}
 	}()
 	var n int64
@@ -164,9 +176,15 @@ func (r *relay) copy(dst, src net.Conn, from, to string, splice bool) int64 {
 		}
 		// A short read means src is probably drained: give the buffer back
 		// while waiting, so idle connections do not pin it.
-		if w != nil && nr < len(buf) {
+		switch {
+		case w != nil && nr < len(buf):
 			pool.Put(bp)
 			bp = nil
+		case small != nil && bp == small && nr == len(buf):
+			bp = pool.Get().(*[]byte) // bulk: switch to the large buffer
+		case small != nil && bp != small && nr < len(buf):
+			pool.Put(bp)
+			bp = small
 		}
 	}
 }
