@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"strings"
 	"log/slog"
 	"net"
 	"sync"
@@ -58,6 +59,13 @@ type Agent struct {
 
 	started   time.Time
 	cgroup    string
+
+	// Inbound side (executor hosts).
+	inbound     atomic.Pointer[inboundState]
+	verifier    *auth.Verifier
+	forward     net.Dialer
+	inboundAddr net.Addr
+
 	cgroups   *identity.Cgroups
 	metricsAt net.Addr
 }
@@ -82,6 +90,7 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 	}
 	a := &Agent{log: log, sessions: make(map[string]*Session), started: time.Now()}
 	a.state.Store(st)
+	a.inbound.Store(buildInbound(cfg.Inbound))
 	a.audit = o.Audit
 	if a.audit == nil {
 		if a.audit, err = audit.Open(cfg.Audit.File); err != nil {
@@ -100,7 +109,24 @@ func ruleNames(cfg *config.Config) []string {
 	for _, r := range cfg.Rules {
 		names = append(names, r.Name)
 	}
+	if cfg.Inbound != nil {
+		for _, s := range cfg.Inbound.Services {
+			names = append(names, s.Name)
+		}
+	}
 	return names
+}
+
+// inboundShape is the part of inbound that needs a restart to change.
+func inboundShape(in *config.Inbound) string {
+	if in == nil {
+		return ""
+	}
+	oidc := ""
+	if in.OIDC != nil {
+		oidc = in.OIDC.Issuer + "|" + in.OIDC.Audience + "|" + in.OIDC.JWKSFile
+	}
+	return strings.Join([]string{in.Listen, in.Cgroup, in.TLS.CertFile, in.TLS.KeyFile, in.TLS.ClientCAFile, oidc}, "|")
 }
 
 // ruleID names a rule in the kernel. It is derived from the rule's name, not
@@ -222,18 +248,35 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer a.lis.Close()
 
+	var ingressCgroup string
+	if cfg.Inbound != nil {
+		if ingressCgroup, err = redirect.ResolveCgroup(cfg.Inbound.Cgroup); err != nil {
+			return fmt.Errorf("inbound.cgroup: %w", err)
+		}
+	}
 	a.dp, err = redirect.Install(redirect.Options{
-		PinPath:   cfg.BPF.PinPath,
-		Cgroup:    cg,
-		MapSize:   cfg.BPF.MapSize,
-		Mark:      cfg.BPF.Mark,
-		ProxyPort: uint16(cfg.Proxy.Port),
-		Logger:    a.log,
+		PinPath:       cfg.BPF.PinPath,
+		Cgroup:        cg,
+		IngressCgroup: ingressCgroup,
+		MapSize:       cfg.BPF.MapSize,
+		Mark:          cfg.BPF.Mark,
+		ProxyPort:     uint16(cfg.Proxy.Port),
+		Logger:        a.log,
 	}, datapathRules(cfg))
 	if err != nil {
 		return err
 	}
 	defer a.dp.Close()
+	if err := a.dp.SetServices(datapathServices(cfg.Inbound)); err != nil {
+		return err
+	}
+	if cfg.Inbound != nil {
+		stop, err := a.startInbound(ctx, cfg.Inbound, cfg.BPF.Mark)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	a.metrics.SetMapFillSource(a.mapFill)
 	a.log.Info("datapath attached", "cgroup", cg, "pinPath", cfg.BPF.PinPath, "reusedPinnedLinks", a.dp.Reused)
 
@@ -327,6 +370,9 @@ func (a *Agent) Reload(cfg *config.Config) error {
 	if cfg.Metrics != old.Metrics {
 		restart = append(restart, "metrics")
 	}
+	if inboundShape(cfg.Inbound) != inboundShape(old.Inbound) {
+		restart = append(restart, "inbound.listen/tls/oidc/cgroup")
+	}
 	if len(restart) > 0 {
 		return fmt.Errorf("reload refused, keeping the running config: %v change only with a restart", restart)
 	}
@@ -335,7 +381,13 @@ func (a *Agent) Reload(cfg *config.Config) error {
 			return fmt.Errorf("reload refused: %w", err)
 		}
 	}
+	if a.dp != nil {
+		if err := a.dp.SetServices(datapathServices(cfg.Inbound)); err != nil {
+			return fmt.Errorf("reload refused: %w", err)
+		}
+	}
 	a.metrics.AddRules(ruleNames(cfg))
+	a.inbound.Store(buildInbound(cfg.Inbound))
 	a.state.Store(st)
 	a.log.Info("configuration reloaded", "rules", len(cfg.Rules))
 	return nil

@@ -178,6 +178,9 @@ func (a *Agent) onEvent(e redirect.Event) {
 		v, reason = audit.VerdictDenied, "deny rule: connect refused with EPERM"
 	case redirect.VerdictError:
 		v, reason = audit.VerdictError, "original-destination map update failed: connect refused with EPERM (fail closed)"
+	case redirect.VerdictIngressAudit, redirect.VerdictIngressDrop:
+		a.onIngress(e)
+		return
 	default:
 		return
 	}
