@@ -110,3 +110,23 @@ func PinPath(tb testing.TB) string {
 	})
 	return p
 }
+
+// MoveTo moves the whole test process into dir (no automatic way back: pair
+// it with EnterCgroup or another MoveTo). Sockets created meanwhile belong to
+// dir for good, which is how a test gives a listener to a cgroup.
+func MoveTo(tb testing.TB, dir string) {
+	tb.Helper()
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(fmt.Sprint(os.Getpid())), 0); err != nil {
+		tb.Fatalf("move test process into %s: %v", dir, err)
+	}
+}
+
+// OwnCgroup is the cgroup2 directory of this process.
+func OwnCgroup(tb testing.TB) string {
+	tb.Helper()
+	d, err := ownCgroup()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return d
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -183,4 +184,31 @@ func (p *PeerNS) Dial(addr string, timeout time.Duration) (net.Conn, error) {
 	}
 	defer netns.Set(orig) //nolint:errcheck // best effort back to the original namespace
 	return net.DialTimeout("tcp", addr, timeout)
+}
+
+// ListenOn opens a TCP listener on addr inside the namespace.
+func (p *PeerNS) ListenOn(t testing.TB, addr string) net.Listener {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, _ := netns.Get()
+	defer orig.Close()
+	must(t, netns.Set(p.NS))
+	ln, err := net.Listen("tcp", addr)
+	must(t, netns.Set(orig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// NSFile returns the namespace as a file, e.g. to hand to a child process
+// (nsenter --net=/proc/self/fd/N). The caller closes it.
+func (p *PeerNS) NSFile() (*os.File, error) {
+	fd, err := unix.Dup(int(p.NS))
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), "netns"), nil
 }

@@ -7,9 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"strings"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,8 +57,8 @@ type Agent struct {
 	mu       sync.Mutex
 	sessions map[string]*Session
 
-	started   time.Time
-	cgroup    string
+	started time.Time
+	cgroup  string
 
 	// Inbound side (executor hosts).
 	inbound     atomic.Pointer[inboundState]

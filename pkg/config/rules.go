@@ -26,7 +26,10 @@ type selector struct {
 
 func (c *Config) checkRules(p *problems) {
 	if len(c.Rules) == 0 {
-		p.add("rules", "at least one rule is required")
+		// An executor-only host protects its services and needs no rule.
+		if c.Inbound == nil {
+			p.add("rules", "at least one rule is required (or an inbound section, for a host that only serves tunnels)")
+		}
 		return
 	}
 	metricsPort, _ := c.MetricsPort()                // 0 when off or invalid (reported already)

@@ -60,7 +60,13 @@ type agentProc struct {
 
 func startAgentProc(t *testing.T, bin, cfg, metrics string) *agentProc {
 	t.Helper()
-	p := &agentProc{cmd: exec.Command(bin, "agent", "--config", cfg)}
+	return startAgentCmd(t, exec.Command(bin, "agent", "--config", cfg), metrics)
+}
+
+// startAgentCmd starts an agent command and waits for /readyz on metrics.
+func startAgentCmd(t *testing.T, cmd *exec.Cmd, metrics string) *agentProc {
+	t.Helper()
+	p := &agentProc{cmd: cmd}
 	p.cmd.Stderr = &p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

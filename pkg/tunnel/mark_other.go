@@ -1,0 +1,16 @@
+//go:build !linux
+
+package tunnel
+
+import (
+	"fmt"
+	"syscall"
+)
+
+// markControl fails every dial: without SO_MARK the BPF hook would redirect
+// the agent's own connects back to itself, so there is no safe fallback.
+func markControl(mark uint32) func(network, address string, c syscall.RawConn) error {
+	return func(_, _ string, _ syscall.RawConn) error {
+		return fmt.Errorf("set SO_MARK %#x: socket marks are only supported on linux", mark)
+	}
+}
