@@ -36,20 +36,29 @@ CG=$CG2/intransit-demo
 PIN=/sys/fs/bpf/intransit-demo
 PORT=15101
 METRICS=127.0.0.1:19464
+CGX=$CG2/intransit-demo-exec
+PINB=/sys/fs/bpf/intransit-demo-b
+METRICSB=$EXECIP:19465
 AGENT_PID=
+AGENTB_PID=
 TCPDUMP_PID=
 EXEC_PID=
+LEGACY_PID=
 
 cleanup() {
   set +e
   [ -n "$AGENT_PID" ] && kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null
   [ -n "$TCPDUMP_PID" ] && kill "$TCPDUMP_PID" 2>/dev/null && wait "$TCPDUMP_PID" 2>/dev/null
+  [ -n "$AGENTB_PID" ] && kill "$AGENTB_PID" 2>/dev/null && wait "$AGENTB_PID" 2>/dev/null
   [ -n "$EXEC_PID" ] && kill "$EXEC_PID" 2>/dev/null && wait "$EXEC_PID" 2>/dev/null
+  [ -n "$LEGACY_PID" ] && kill "$LEGACY_PID" 2>/dev/null && wait "$LEGACY_PID" 2>/dev/null
   "$ROOT/bin/intransit" uninstall --pin-path "$PIN" >/dev/null 2>&1
-  if [ -d "$CG" ]; then
-    for p in $(cat "$CG/cgroup.procs" 2>/dev/null); do echo "$p" > "$CG2/cgroup.procs"; done
-    rmdir "$CG"
-  fi
+  "$ROOT/bin/intransit" uninstall --pin-path "$PINB" >/dev/null 2>&1
+  for cg in "$CG" "$CGX"; do
+    [ -d "$cg" ] || continue
+    for p in $(cat "$cg/cgroup.procs" 2>/dev/null); do echo "$p" > "$CG2/cgroup.procs"; done
+    rmdir "$cg"
+  done
   ip link del "$HOSTIF" 2>/dev/null
   ip netns del "$NS" 2>/dev/null
   rm -rf "$WORK"
@@ -116,7 +125,7 @@ client() {
 }
 
 capture() { # file
-  tcpdump --immediate-mode -i "$HOSTIF" -U -s 0 -w "$1" "tcp port 8080 or tcp port 8443" 2>/dev/null &
+  tcpdump --immediate-mode -i "$HOSTIF" -U -s 0 -w "$1" "tcp" 2>/dev/null &
   TCPDUMP_PID=$!
   sleep 0.5
 }
@@ -186,4 +195,62 @@ client | sed 's/^/   client: /'
 "$ROOT/bin/intransit" status --config "$WORK/intransit.yaml" 2>&1 | sed -n '1,12p' | sed 's/^/   status: /'
 curl -s "http://$METRICS/metrics" | grep -E '^intransit_connections_total\{rule="executor"' | grep -v ' 0$' | sed 's/^/   metric: /'
 
-bold "done: cleaning up (agent, pins, cgroup, netns, veth)"
+bold "6. a legacy executor that only speaks plaintext: an authenticated tunnel between two agents"
+say "host B (netns $NS) runs a plaintext-only executor on every address, port 9090, and its own agent:"
+say "inbound tunnel on $EXECIP:15008 (TLS 1.3 + OIDC token check), forwarding over loopback to 127.0.0.1:9090,"
+say "and an eBPF ingress program that drops plaintext reaching :9090 from off the host."
+mkdir -p "$CGX"
+"$ROOT/bin/demoserver" -certs "$WORK" -gen-token "system:serviceaccount:agents:planner"
+sh -c 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"' _ "$CGX" \
+  nsenter --net=/var/run/netns/$NS "$ROOT/bin/demoserver" -plain "0.0.0.0:9090" 2>"$WORK/legacy.log" &
+LEGACY_PID=$!
+cat > "$WORK/b.yaml" <<YAML
+bpf: {pinPath: $PINB}
+proxy: {port: 15102}
+audit: {file: $WORK/audit-b.jsonl}
+metrics: {listen: $METRICSB}
+api: {socket: $WORK/b.sock}
+inbound:
+  listen: $EXECIP:15008
+  cgroup: $CGX
+  tls: {certFile: $WORK/server.crt, keyFile: $WORK/server.key}
+  oidc: {issuer: "https://issuer.demo.intransit", audience: intransit, jwksFile: $WORK/jwks.json}
+  services:
+    - name: legacy
+      port: 9090
+      forward: 127.0.0.1:9090
+      mode: enforce
+      allow: [{sub: "system:serviceaccount:agents:planner"}]
+YAML
+nsenter --net=/var/run/netns/$NS "$ROOT/bin/intransit" agent --config "$WORK/b.yaml" 2>>"$WORK/agent-b.log" &
+AGENTB_PID=$!
+for _ in $(seq 100); do curl -fs "http://$METRICSB/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+write_config enforce
+cat >> "$WORK/intransit.yaml" <<YAML
+  - name: legacy
+    ports: [9090]
+    destinations: [10.203.0.0/24]
+    mode: enforce
+    upstream: {tunnel: {port: 15008, caFile: $WORK/ca.pem}}
+identity:
+  token: {file: $WORK/token}
+YAML
+kill -HUP "$AGENT_PID"; sleep 0.5
+capture "$WORK/tunnel.pcap"
+nb=$(( $(wc -l < "$WORK/audit-b.jsonl" 2>/dev/null || echo 0) + 1 ))
+say "the planner (host A, in the cgroup): curl -H 'Authorization: ...' http://$EXECIP:9090/jobs"
+sh -c 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"' _ "$CG" \
+  curl -sS --max-time 5 -H "Authorization: $SECRET" "http://$EXECIP:9090/jobs" 2>&1 | sed 's/^/   client: /'
+say "anyone else on host A, straight to the executor port in plaintext:"
+curl -sS --max-time 2 "http://$EXECIP:9090/jobs" 2>&1 | sed 's/^/   other: /' || true
+end_capture
+sleep 0.3
+tail -n +"$nb" "$WORK/audit-b.jsonl" | sed 's/^/   audit B: /'
+to9090=$(tcpdump -r "$WORK/tunnel.pcap" -nn 'tcp dst port 9090 and tcp[tcpflags] & tcp-syn != 0' 2>/dev/null | wc -l)
+to15008=$(tcpdump -r "$WORK/tunnel.pcap" -nn 'tcp dst port 15008 and tcp[tcpflags] & tcp-syn != 0' 2>/dev/null | wc -l)
+leaked=$(tcpdump -r "$WORK/tunnel.pcap" -nn -A 2>/dev/null | grep -c "demo-secret" || true)
+say "on the wire: SYNs to :9090 = $to9090 (the dropped attempt), to the tunnel :15008 = $to15008, packets showing the credential = $leaked"
+if [ "$leaked" != 0 ]; then echo "FAIL: the credential crossed the wire in plaintext"; exit 1; fi
+say "=> the executor only ever sees loopback from its agent; the credential crossed inside TLS 1.3"
+
+bold "done: cleaning up (agents, pins, cgroups, netns, veth)"

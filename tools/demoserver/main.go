@@ -7,9 +7,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"flag"
@@ -22,6 +24,9 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 )
 
 func main() {
@@ -29,7 +34,15 @@ func main() {
 	tlsAddr := flag.String("tls", "", "HTTPS listen address (empty: none)")
 	dir := flag.String("certs", "", "directory with ca.pem, server.crt, server.key")
 	gen := flag.String("gen", "", "generate certs into -certs for these comma-separated names/IPs, then exit")
+	genToken := flag.String("gen-token", "", "write jwks.json and a token for this subject into -certs, then exit")
+	issuer := flag.String("issuer", "https://issuer.demo.intransit", "issuer of -gen-token tokens")
 	flag.Parse()
+	if *genToken != "" {
+		if err := generateToken(*dir, *issuer, *genToken); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if *gen != "" {
 		if err := generate(*dir, strings.Split(*gen, ",")); err != nil {
 			log.Fatal(err)
@@ -38,6 +51,9 @@ func main() {
 	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		how := "PLAINTEXT (the credential below crossed the network readable)"
+		if host, _, _ := net.SplitHostPort(r.RemoteAddr); net.ParseIP(host).IsLoopback() {
+			how = "loopback (from the intransit agent on this host; nothing readable crossed the network)"
+		}
 		if r.TLS != nil {
 			how = fmt.Sprintf("TLS (%s, %s)", tls.VersionName(r.TLS.Version), tls.CipherSuiteName(r.TLS.CipherSuite))
 		}
@@ -119,4 +135,34 @@ func generate(dir string, names []string) error {
 		}
 	}
 	return nil
+}
+
+// generateToken writes an offline key set (jwks.json) and a token signed by
+// it, standing in for a cluster's OIDC issuer.
+func generateToken(dir, issuer, sub string) error {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return err
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: "demo"}},
+		(&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	tok, err := jwt.Signed(signer).Claims(jwt.Claims{
+		Issuer: issuer, Subject: sub, Audience: jwt.Audience{"intransit"},
+		IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(2 * time.Hour)),
+	}).Serialize()
+	if err != nil {
+		return err
+	}
+	jwks, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "demo", Algorithm: "RS256", Use: "sig"}}})
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "jwks.json"), jwks, 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "token"), []byte(tok), 0o600)
 }
