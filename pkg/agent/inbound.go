@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -234,7 +235,10 @@ func (a *Agent) serveInbound(ctx context.Context, r *tunnel.Request, accept func
 	end.Time, end.Event = time.Time{}, audit.EventSessionEnd
 	end.SetBytes(stats.Sent, stats.Received)
 	end.SetDuration(dur)
-	if rerr != nil {
+	// x/net cannot half-close a server stream: an executor that closes
+	// first (HTTP/1.0 style) ends both directions, after every byte it sent
+	// was delivered. That is a normal end, not an error.
+	if rerr != nil && !errors.Is(rerr, tunnel.ErrServerHalfClose) {
 		end.Reason = rerr.Error()
 	}
 	a.audit.Log(end)

@@ -79,6 +79,9 @@ func newTransport(o ClientOptions, c *Client) (*http2.Transport, error) {
 			// A peer that takes no bytes for as long as a PING may go
 			// unanswered is as dead as one that does not answer it.
 			WriteByteTimeout: o.PingInterval + o.PingTimeout,
+			CountError: func(errType string) {
+				c.log.Debug("http2 protocol error", "type", errType)
+			},
 		},
 	}
 	t2, err := http2.ConfigureTransports(t1)
@@ -145,7 +148,7 @@ func retryable(pc *pconn, err error) bool {
 		return true
 	}
 	// x/net marks the connection unusable before failing its streams.
-	return !pc.cc.CanTakeNewRequest()
+	return pc.p.unusable(pc) || !pc.cc.CanTakeNewRequest()
 }
 
 // pool returns the peer's pool, creating it.

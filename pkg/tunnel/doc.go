@@ -9,10 +9,13 @@
 //
 // # Streams
 //
-// A stream is a net.Conn with CloseWrite. CloseWrite ends the sending
-// direction with END_STREAM; Close after both directions ended cleanly
-// releases the stream, any other Close resets it (RST_STREAM), so the peer
-// sees a truncated stream as an error, never as a clean end.
+// A stream is a net.Conn with CloseWrite, as pkg/relay wants. CloseWrite
+// ends the sending direction with END_STREAM. Close without CloseWrite resets
+// the stream (RST_STREAM), so the peer sees a truncated stream as an error,
+// never as a clean end; on the client, Close also resets a stream whose
+// response was not read to EOF (the caller gave up on it). After a clean end
+// Close only releases the stream. The caller must Close every stream: that
+// is what frees its slot in the pool.
 //
 // HTTP/2 bodies cannot be interrupted without resetting the stream, so an
 // expired deadline (SetDeadline, SetReadDeadline, SetWriteDeadline) resets
@@ -27,10 +30,13 @@
 // (RFC 9113 section 8.1). So a server stream's CloseWrite while its read side
 // is still open ends both directions: the client reads everything sent and
 // then EOF, its further writes fail, and the server's further reads fail with
-// ErrServerHalfClose. Nothing is silently truncated: whichever side still had
-// bytes to move gets an error. CloseWrite after the read side reached EOF (the
-// client finished first) is an ordinary clean end. ztunnel's Rust h2 stack
-// does not have this limitation.
+// ErrServerHalfClose, so an executor behind a relay sees a reset rather than
+// an upload that merely looks complete. CloseWrite after the read side
+// reached EOF (the client finished first) is an ordinary clean end. For
+// request/response protocols where the server closes first (HTTP/1.0,
+// "Connection: close") the relay on the server side therefore ends with
+// ErrServerHalfClose although nothing was lost; callers may report that
+// error as a normal end. ztunnel's Rust h2 stack has no such limitation.
 //
 // # Limits (threat T14)
 //
@@ -44,9 +50,11 @@
 //     connection whose client resets more than resetBurst streams before they
 //     were answered, refilled at resetRate per second, is closed.
 //   - Header size: MaxHeaderBytes (default 16 KiB) becomes
-//     SETTINGS_MAX_HEADER_LIST_SIZE; bigger requests get 431, and x/net stops
-//     decoding and closes the connection once a header block runs far past it,
-//     which ends CONTINUATION floods (CVE-2023-45288, golang/go#65051).
+//     SETTINGS_MAX_HEADER_LIST_SIZE; bigger requests get 431 before any
+//     Handler runs. A single field longer than the whole limit, or a header
+//     block running far past it, makes x/net stop decoding and close the
+//     connection, which ends CONTINUATION floods (CVE-2023-45288,
+//     golang/go#65051). The HPACK table stays at the default 4 KiB.
 //   - Frames: 1 MiB maximum frame size each way (ztunnel's frame_size).
 //   - TLS handshake timeout (10 s), idle connection timeout with GOAWAY, PING
 //     health checks and a write timeout on both sides.
@@ -59,7 +67,15 @@
 // Transport has no such fields; they are set through the net/http.Transport
 // it is linked to (http2.ConfigureTransports reads HTTP2Config's
 // MaxReceiveBufferPerStream/PerConnection), which is the only reason one is
-// created. A connection window much larger than one stream's lets a few slow
-// readers stall the others less; 16 MiB also bounds what one connection can
-// buffer.
+// created; x/net's own client default would be 4 MiB and 1 GiB. A
+// connection window several times a stream's keeps one slow reader from
+// stalling the others, and 16 MiB bounds what one connection can make its
+// receiver buffer.
+//
+// # Goroutines
+//
+// The server runs each Handler on its own goroutine next to x/net's
+// ServeHTTP one (see conn.ServeHTTP for why), so a relayed stream costs the
+// server three goroutines with pkg/relay's own, the client one in x/net
+// besides the relay's.
 package tunnel

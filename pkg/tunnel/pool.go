@@ -220,6 +220,13 @@ func (p *pool) connClosed(pc *pconn) {
 	p.c.maybeDropPool(p)
 }
 
+// unusable reports whether pc closed or stopped taking streams.
+func (p *pool) unusable(pc *pconn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return pc.dead || pc.retired
+}
+
 // broadcastLocked wakes the Dials waiting for capacity.
 func (p *pool) broadcastLocked() {
 	if p.waiters == 0 {

@@ -32,7 +32,8 @@ type Request struct {
 // returns the stream, serve it (for example relay it to the local executor)
 // and return nil; when the Handler returns the stream ends (an error after
 // accept resets it). ctx ends when the client resets the stream, the
-// connection goes away or the stream is over.
+// connection goes away or the stream is over; a Handler must return soon
+// after, as it holds one of the connection's MaxConcurrentStreams slots.
 type Handler func(ctx context.Context, r *Request, accept func() (net.Conn, error)) error
 
 // Server accepts TLS connections from peer agents and serves their CONNECT

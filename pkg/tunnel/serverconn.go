@@ -1,11 +1,14 @@
 package tunnel
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime/debug"
 	"time"
 )
 
@@ -72,10 +75,7 @@ func (c *conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	done := make(chan error, 1)
 	c.s.handlerStarted()
-	go func() {
-		defer c.s.handlerDone()
-		done <- c.s.o.Handler(ctx, req, st.accept)
-	}()
+	go c.runHandler(ctx, req, st, done)
 
 	var herr error
 	returned := false
@@ -102,4 +102,20 @@ func refuse(w http.ResponseWriter, status int, reason string) {
 	h.Set(ReasonHeader, cleanReason(reason))
 	h["Date"] = nil // not worth formatting the clock for
 	w.WriteHeader(status)
+}
+
+// runHandler runs the Handler on its own goroutine. net/http would recover
+// a panicking handler; off its goroutine that is up to us, so one bad stream
+// resets itself instead of taking the agent down.
+func (c *conn) runHandler(ctx context.Context, req *Request, st *serverStream, done chan<- error) {
+	defer c.s.handlerDone()
+	var err error
+	defer func() {
+		if p := recover(); p != nil {
+			c.s.log.Error("tunnel handler panicked", "target", req.Target, "panic", p, "stack", string(debug.Stack()))
+			err = fmt.Errorf("tunnel: handler panicked: %v", p)
+		}
+		done <- err
+	}()
+	err = c.s.o.Handler(ctx, req, st.accept)
 }

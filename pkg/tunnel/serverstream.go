@@ -135,8 +135,11 @@ func (s *serverStream) CloseWrite() error {
 	return nil
 }
 
-// Close ends the stream: cleanly after both directions ended, otherwise
-// with RST_STREAM so the client sees a truncation.
+// Close ends the stream. After CloseWrite the response has ended cleanly
+// and stays so: resetting now would discard bytes already written; whatever
+// the client still sends is refused as with CloseWrite alone. Without
+// CloseWrite it resets the stream (RST_STREAM) so the client sees a
+// truncation, not an end.
 func (s *serverStream) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -144,14 +147,15 @@ func (s *serverStream) Close() error {
 		return nil
 	}
 	s.closed = true
-	clean := s.writeClosed && s.readEOF
+	wrote := s.writeClosed
 	s.mu.Unlock()
 	s.dl.stop()
-	if clean {
-		s.signalFinish()
+	if !wrote {
+		s.abort()
 		return nil
 	}
-	s.abort()
+	s.signalFinish()
+	_ = s.body.Close() // unblock a Read; the request body is not wanted any more
 	return nil
 }
 

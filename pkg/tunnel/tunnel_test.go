@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -567,4 +568,93 @@ func TestSessionResumption(t *testing.T) {
 	if st := c.Stats(); st.Handshakes != 2 || st.Resumed != 1 {
 		t.Errorf("Stats = %+v, want 2 handshakes, the second resumed", st)
 	}
+}
+
+func TestHandlerPanic(t *testing.T) {
+	checkGoroutines(t)
+	pki := newTestPKI(t)
+	_, addr := startServer(t, ServerOptions{
+		TLS: pki.serverTLSConfig(),
+		Handler: func(ctx context.Context, r *Request, accept func() (net.Conn, error)) error {
+			if r.Target == "boom:1" {
+				panic("handler bug")
+			}
+			return echo(ctx, r, accept)
+		},
+	})
+	c := newTestClient(t, ClientOptions{TLS: pki.clientTLSConfig()})
+	var se *StatusError
+	if _, err := c.Dial(dialCtx(t), addr, "boom:1", nil); !errors.As(err, &se) || se.Code != http.StatusInternalServerError {
+		t.Fatalf("Dial to a panicking handler = %v, want 500", err)
+	}
+	s, err := c.Dial(dialCtx(t), addr, "fine:1", nil)
+	if err != nil {
+		t.Fatalf("Dial after the panic: %v", err)
+	}
+	defer s.Close()
+	if got, err := roundTrip(s, []byte("alive")); err != nil || string(got) != "alive" {
+		t.Fatalf("echo = %q, %v", got, err)
+	}
+}
+
+func TestDialErrors(t *testing.T) {
+	checkGoroutines(t)
+	pki := newTestPKI(t)
+	_, addr := startServer(t, ServerOptions{TLS: pki.serverTLSConfig(), Handler: echo})
+
+	t.Run("unknown CA", func(t *testing.T) {
+		other := newTestPKI(t)
+		c := newTestClient(t, ClientOptions{TLS: other.clientTLSConfig()})
+		if _, err := c.Dial(dialCtx(t), addr, "10.0.0.1:80", nil); err == nil || !strings.Contains(err.Error(), "tls") {
+			t.Fatalf("Dial with an unknown CA = %v, want a TLS error", err)
+		}
+		if st := c.Stats(); st.Conns != 0 {
+			t.Errorf("Stats = %+v, want no connection", st)
+		}
+	})
+
+	t.Run("wrong name", func(t *testing.T) {
+		ctls := pki.clientTLSConfig()
+		ctls.ServerName = "someone-else.test"
+		c := newTestClient(t, ClientOptions{TLS: ctls})
+		if _, err := c.Dial(dialCtx(t), addr, "10.0.0.1:80", nil); err == nil {
+			t.Fatal("Dial to a peer with another name succeeded")
+		}
+	})
+
+	t.Run("IP as default name", func(t *testing.T) {
+		ctls := pki.clientTLSConfig()
+		ctls.ServerName = "" // the certificate has IP SAN 127.0.0.1
+		c := newTestClient(t, ClientOptions{TLS: ctls})
+		s, err := c.Dial(dialCtx(t), addr, "10.0.0.1:80", nil)
+		if err != nil {
+			t.Fatalf("Dial verifying the peer's IP: %v", err)
+		}
+		s.Close()
+	})
+
+	t.Run("nobody listening", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dead := netip.MustParseAddrPort(ln.Addr().String())
+		ln.Close()
+		c := newTestClient(t, ClientOptions{TLS: pki.clientTLSConfig()})
+		start := time.Now()
+		if _, err := c.Dial(dialCtx(t), dead, "10.0.0.1:80", nil); err == nil {
+			t.Fatal("Dial to a closed port succeeded")
+		}
+		if time.Since(start) > time.Second {
+			t.Errorf("refused Dial took %v", time.Since(start))
+		}
+	})
+
+	t.Run("closed client", func(t *testing.T) {
+		c := newTestClient(t, ClientOptions{TLS: pki.clientTLSConfig()})
+		c.Close()
+		if _, err := c.Dial(dialCtx(t), addr, "10.0.0.1:80", nil); !errors.Is(err, ErrClientClosed) {
+			t.Fatalf("Dial after Close = %v, want ErrClientClosed", err)
+		}
+	})
 }
