@@ -117,6 +117,7 @@ type running struct {
 
 type agentOpts struct {
 	rules   string // YAML for the rules list
+	extra   string // more top-level YAML (inbound, identity, ...)
 	mapSize int
 	enter   bool // move the test process into the cgroup
 }
@@ -139,8 +140,9 @@ proxy: {port: %d, handshakeTimeout: 3s, dialTimeout: 2s}
 audit: {file: %s}
 metrics: {listen: %s}
 api: {socket: %s}
+%s
 rules:
-%s`, cg, pin, o.mapSize, freePort(t), filepath.Join(dir, "audit.jsonl"), metricsAddr, filepath.Join(dir, "api.sock"), o.rules)
+%s`, cg, pin, o.mapSize, freePort(t), filepath.Join(dir, "audit.jsonl"), metricsAddr, filepath.Join(dir, "api.sock"), o.extra, o.rules)
 	cfgPath := filepath.Join(dir, "intransit.yaml")
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
