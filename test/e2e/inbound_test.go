@@ -129,7 +129,30 @@ func TestInboundAuthMatrix(t *testing.T) {
 		})
 	}
 
-	evs := r.events(t, countAtLeast(7, "verdict", "REFUSED"))
+	// T8: a token is checked when a stream opens. An open stream outlives
+	// its token (as in ztunnel's HBONE); a new stream needs a valid one. A
+	// token replayed to another destination is judged by that service's
+	// allow list: audience "intransit" names agents, not services.
+	t.Run("token-expires-during-stream", func(t *testing.T) {
+		short := issuer.Mint(t, "system:serviceaccount:agents:planner", "intransit", 2*time.Second, nil)
+		c := tunnelClient(t, ca, &stranger)
+		hdr := http.Header{"Authorization": {"Bearer " + short}}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s, err := c.Dial(ctx, peer, "10.0.0.7:8080", hdr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		time.Sleep(2500 * time.Millisecond)
+		if got, err := roundTrip(s, "still open"); err != nil || got != "still open" {
+			t.Fatalf("open stream after expiry: %q, %v", got, err)
+		}
+		// A new stream with an expired token is the "expired" case above
+		// (beyond the verifier's 30 s clock-skew leeway).
+	})
+
+	evs := r.events(t, countAtLeast(8, "verdict", "REFUSED"))
 	for _, reason := range []string{"expired", "wrong_audience", "bad_signature", "unsupported_alg", "system:serviceaccount:other:intruder", "stranger", "port 22"} {
 		found := false
 		for _, e := range having(evs, "verdict", "REFUSED") {
@@ -142,8 +165,8 @@ func TestInboundAuthMatrix(t *testing.T) {
 		}
 	}
 	up := having(evs, "event", "session_start", "verdict", "UPGRADED", "service", "executor")
-	if len(up) != 2 {
-		t.Fatalf("want 2 upgraded sessions, got %v", up)
+	if len(up) != 3 {
+		t.Fatalf("want 3 upgraded sessions, got %v", up)
 	}
 	subjects := fmt.Sprint(up[0]["identity"], up[1]["identity"])
 	if !strings.Contains(subjects, "system:serviceaccount:agents:planner") || !strings.Contains(subjects, "planner.agents.svc") {
