@@ -11,10 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/intransit/intransit/pkg/audit"
 	"github.com/intransit/intransit/pkg/auth"
@@ -23,6 +20,7 @@ import (
 	"github.com/intransit/intransit/pkg/metrics"
 	"github.com/intransit/intransit/pkg/redirect"
 	"github.com/intransit/intransit/pkg/relay"
+	"github.com/intransit/intransit/pkg/sockmark"
 	"github.com/intransit/intransit/pkg/tunnel"
 )
 
@@ -101,7 +99,7 @@ func (a *Agent) startInbound(ctx context.Context, in *config.Inbound, mark uint3
 	if err != nil {
 		return nil, fmt.Errorf("inbound.listen %q: %w", in.Listen, err)
 	}
-	a.forward = net.Dialer{Timeout: 5 * time.Second, Control: markControl(mark)}
+	a.forward = net.Dialer{Timeout: 5 * time.Second, Control: sockmark.Control(mark)}
 	srv := tunnel.NewServer(tunnel.ServerOptions{TLS: tc, Handler: a.serveInbound, Logger: a.log})
 	done := make(chan struct{})
 	go func() {
@@ -118,23 +116,6 @@ func (a *Agent) startInbound(ctx context.Context, in *config.Inbound, mark uint3
 		_ = srv.Close()
 		<-done
 	}, nil
-}
-
-// markControl sets SO_MARK so the datapath never redirects the agent's own
-// forward connections.
-func markControl(mark uint32) func(string, string, syscall.RawConn) error {
-	if mark == 0 {
-		return nil
-	}
-	return func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		if err := rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
-		}); err != nil {
-			return err
-		}
-		return serr
-	}
 }
 
 // serveInbound authenticates and authorizes one CONNECT, then relays it to

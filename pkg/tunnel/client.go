@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/net/http2"
+
+	"github.com/intransit/intransit/pkg/sockmark"
 )
 
 // maxResponseHeaderBytes bounds a peer's CONNECT response headers; they are
@@ -57,7 +59,7 @@ func NewClient(o ClientOptions) *Client {
 		dialer: net.Dialer{Timeout: o.DialTimeout},
 	}
 	if o.Mark != 0 {
-		c.dialer.Control = markControl(o.Mark)
+		c.dialer.Control = sockmark.Control(o.Mark)
 	}
 	c.t2, c.err = newTransport(o, c)
 	return c

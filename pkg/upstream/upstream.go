@@ -19,6 +19,8 @@ import (
 
 	"github.com/intransit/intransit/pkg/config"
 	"github.com/intransit/intransit/pkg/relay"
+
+	"github.com/intransit/intransit/pkg/sockmark"
 )
 
 // sessionCacheSize bounds the resumption tickets kept per Dialer; one ticket
@@ -64,7 +66,7 @@ func NewDialer(o Options) (*Dialer, error) {
 		net:              net.Dialer{Timeout: o.DialTimeout},
 	}
 	if o.Mark != 0 {
-		d.net.Control = markControl(o.Mark)
+		d.net.Control = sockmark.Control(o.Mark)
 	}
 	return d, nil
 }

@@ -1,4 +1,6 @@
-package upstream
+// Package sockmark sets SO_MARK on the agent's own sockets before connect, so
+// the BPF connect hook recognises them and never redirects them (no loops).
+package sockmark
 
 import (
 	"errors"
@@ -8,9 +10,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// markControl returns a net.Dialer Control hook that sets SO_MARK on the
+// Control returns a net.Dialer Control hook that sets SO_MARK on the
 // socket before connect, which is when the BPF connect hook looks at it.
-func markControl(mark uint32) func(network, address string, c syscall.RawConn) error {
+func Control(mark uint32) func(network, address string, c syscall.RawConn) error {
 	return func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
