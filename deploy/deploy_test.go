@@ -510,6 +510,29 @@ func containerPort(t *testing.T, c *corev1.Container, port intstr.IntOrString) i
 	return n
 }
 
+// The agent learns its node's name from the downward API: workload identity
+// watches only that node's pods (pkg/identity.InCluster reads NODE_NAME).
+func TestNodeNameEnv(t *testing.T) {
+	c := loadManifest(t).ds.Spec.Template.Spec.Containers[0]
+	var found bool
+	for _, e := range c.Env {
+		if e.Name != "NODE_NAME" {
+			continue
+		}
+		found = true
+		if e.Value != "" || e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "spec.nodeName" {
+			t.Errorf("NODE_NAME is %+v, want valueFrom fieldRef spec.nodeName", e)
+		}
+	}
+	if !found {
+		t.Error("DaemonSet container sets no NODE_NAME")
+	}
+	ds := string(readFile(t, filepath.Join(chartDir, "templates", "daemonset.yaml")))
+	if !strings.Contains(ds, "- name: NODE_NAME\n              valueFrom:\n                fieldRef:\n                  fieldPath: spec.nodeName\n") {
+		t.Error("templates/daemonset.yaml does not set NODE_NAME from fieldRef spec.nodeName")
+	}
+}
+
 func TestManifestConfig(t *testing.T) {
 	o := loadManifest(t)
 	data, ok := o.cm.Data[configKey]
