@@ -67,6 +67,7 @@ type Agent struct {
 	inboundAddr net.Addr
 
 	cgroups   *identity.Cgroups
+	podTokens *identity.PodTokens // identity.token.kubernetes
 	metricsAt net.Addr
 }
 
@@ -171,7 +172,7 @@ func buildState(cfg *config.Config, prev *state) (*state, error) {
 		}
 		if r.Mode == config.ModeEnforce && r.Upstream.Tunnel != nil {
 			if prev != nil {
-				if old := prev.rules[id]; old != nil && old.tunnel != nil && old.tunnel.cfg == *r.Upstream.Tunnel {
+				if old := prev.rules[id]; old != nil && old.tunnel != nil && old.tunnel.cfg.Equal(*r.Upstream.Tunnel) {
 					rs.tunnel = old.tunnel
 				}
 			}
@@ -233,6 +234,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.cgroup = cg
 	if root, err := redirect.Cgroup2Root(); err == nil {
 		a.cgroups = identity.NewCgroups(root)
+	}
+	if t := cfg.Identity.Token; t != nil && t.Kubernetes != nil {
+		if err := a.startPodTokens(ctx, t.Kubernetes); err != nil {
+			return err
+		}
 	}
 
 	if cfg.Metrics.Listen != "off" {

@@ -19,6 +19,7 @@ import (
 	"github.com/intransit/intransit/pkg/auth"
 	"github.com/intransit/intransit/pkg/certfile"
 	"github.com/intransit/intransit/pkg/config"
+	"github.com/intransit/intransit/pkg/identity"
 	"github.com/intransit/intransit/pkg/redirect"
 	"github.com/intransit/intransit/pkg/tunnel"
 )
@@ -66,6 +67,7 @@ func newTunnelUpstream(t config.Tunnel, mark uint32, cfg *config.Config) (*tunne
 		TLS:         tc,
 		Mark:        mark,
 		DialTimeout: cfg.Proxy.DialTimeout.Duration + cfg.Proxy.HandshakeTimeout.Duration,
+		SingleUse:   !t.Pools(),
 	})}, nil
 }
 
@@ -93,7 +95,8 @@ func newTokenSource(ctx context.Context, id config.Identity) (auth.TokenSource, 
 			ClientSecretFile: cc.ClientSecretFile, Scopes: cc.Scopes, Audience: cc.Audience,
 		})
 	case t.Kubernetes != nil:
-		return nil, errors.New("identity.token.kubernetes: per-pod TokenRequest needs the Kubernetes pod resolver, which this build does not wire yet; use identity.token.file with a projected service-account token")
+		// Per pod, not per host: served by Agent.podTokens (started in Run).
+		return nil, nil
 	}
 	return nil, nil
 }
@@ -133,7 +136,21 @@ func (a *Agent) dialTunnel(ctx context.Context, st *state, rs *ruleState, o redi
 	// breaking the header (threat T17).
 	hdr.Set(HeaderSource, src.Encode())
 	ev.Identity = &audit.Identity{Source: src.Encode()}
-	if st.tokens != nil {
+	if t := st.cfg.Identity.Token; t != nil && t.Kubernetes != nil {
+		if a.podTokens == nil {
+			return nil, reasonToken, errors.New("workload token: identity.token.kubernetes is set but the pod resolver is not running")
+		}
+		tok, pod, err := a.podTokens.TokenForCgroup(ctx, o.CgroupID)
+		if err != nil {
+			return nil, reasonToken, fmt.Errorf("workload token: %w", err)
+		}
+		hdr.Set("Authorization", "Bearer "+tok)
+		src.Set("pod", pod.Namespace+"/"+pod.Name)
+		src.Set("serviceaccount", pod.ServiceAccount)
+		hdr.Set(HeaderSource, src.Encode())
+		ev.Identity.Source = src.Encode()
+		ev.Identity.Subject, ev.Identity.Issuer = unverifiedSubject(tok)
+	} else if st.tokens != nil {
 		tok, err := st.tokens.Token(ctx)
 		if err != nil {
 			return nil, reasonToken, fmt.Errorf("workload token: %w", err)
@@ -177,4 +194,19 @@ func unverifiedSubject(tok string) (sub, iss string) {
 	}
 	_ = json.Unmarshal(payload, &c)
 	return c.Sub, c.Iss
+}
+
+// startPodTokens runs the node's pod informer and the TokenRequest source
+// when identity.token.kubernetes is configured.
+func (a *Agent) startPodTokens(ctx context.Context, k *config.KubernetesToken) error {
+	client, node, err := identity.InCluster()
+	if err != nil {
+		return fmt.Errorf("identity.token.kubernetes: %w", err)
+	}
+	pods := identity.NewPods(client, node, a.log)
+	if err := pods.Start(ctx); err != nil {
+		return fmt.Errorf("identity.token.kubernetes: watch pods on node %s: %w", node, err)
+	}
+	a.podTokens = identity.NewPodTokens(pods, a.cgroups, auth.NewKubernetesSource(client, k.Audience, k.TTL.Duration))
+	return nil
 }

@@ -156,6 +156,10 @@ func checkShape(t reflect.Type, v any, path string, errs *[]error) {
 		if _, err := strconv.ParseInt(string(n), 10, 64); err != nil {
 			bad("an integer")
 		}
+	case t.Kind() == reflect.Bool:
+		if _, ok := v.(bool); !ok {
+			bad("true or false")
+		}
 	case t.Kind() == reflect.Uint32:
 		n, ok := v.(json.Number)
 		if !ok {

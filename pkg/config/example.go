@@ -163,6 +163,11 @@ rules:
   #      # authenticate this host. Default: none.
   #      #certFile: /etc/intransit/agent.pem
   #      #keyFile: /etc/intransit/agent-key.pem
+  #      # true: connections are streams multiplexed over a few pooled TLS
+  #      # connections per peer (no handshake per connection). false: one
+  #      # TLS connection per connection, never reused nor shared, for
+  #      # benchmarking and for peers that cannot multiplex. Default: true
+  #      #pooling: true
 
 # The executor side of tunnels: accept them from peer agents, check who is
 # calling and forward to local plaintext executors over loopback. Plaintext

@@ -101,12 +101,31 @@ type TLS struct {
 // Tunnel carries enforced connections over TLS to the intransit agent on the
 // destination's host (or the one peers names), which forwards them to a
 // plaintext executor over loopback.
+//
+// Pooling (default true) multiplexes the connections as HTTP/2 streams over
+// a few pooled TLS connections per peer, so a new connection costs no
+// handshake. false gives each connection its own TLS connection, closed when
+// it ends, never reused nor shared: for benchmarking and for peers that
+// cannot multiplex. Compare Tunnels with Equal (Pooling is a pointer).
 type Tunnel struct {
 	Port       int    `json:"port,omitempty"`       // peer agent's inbound port; default 15008
 	ServerName string `json:"serverName,omitempty"` // default: the peer address IP
 	CAFile     string `json:"caFile,omitempty"`     // default: system roots
 	CertFile   string `json:"certFile,omitempty"`   // optional mTLS client certificate
 	KeyFile    string `json:"keyFile,omitempty"`
+	Pooling    *bool  `json:"pooling,omitempty"` // default (nil): true
+}
+
+// Pools reports whether connections share pooled TLS connections (pooling
+// unset or true).
+func (t Tunnel) Pools() bool { return t.Pooling == nil || *t.Pooling }
+
+// Equal reports whether t and u configure the same tunnel (Pooling compared
+// by value, unset meaning true).
+func (t Tunnel) Equal(u Tunnel) bool {
+	tp, up := t.Pools(), u.Pools()
+	t.Pooling, u.Pooling = nil, nil
+	return t == u && tp == up
 }
 
 // Identity configures how this host's workloads authenticate to peer agents.

@@ -149,6 +149,11 @@ func retryable(pc *pconn, err error) bool {
 	if errors.As(err, &ga) {
 		return true
 	}
+	if pc.single {
+		// Released (so closed and retired) before this check: the pool's
+		// view says nothing about the peer.
+		return false
+	}
 	// x/net marks the connection unusable before failing its streams.
 	return pc.p.unusable(pc) || !pc.cc.CanTakeNewRequest()
 }

@@ -19,6 +19,7 @@ type pconn struct {
 	streams int  // open streams, counted by Dial and stream Close
 	retired bool // takes no new streams (GOAWAY); closed when streams reach 0
 	dead    bool // the connection is closed
+	single  bool // SingleUse: carries one stream, closed when it is released
 }
 
 // forceCloseAfter matches x/net's own bound on a close_notify that a stalled

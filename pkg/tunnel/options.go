@@ -37,11 +37,21 @@ type ClientOptions struct {
 	// SETTINGS_MAX_CONCURRENT_STREAMS bounds it too.
 	MaxStreamsPerConn int
 	// MaxConnsPerPeer: when all are full, Dial waits for a stream to end
-	// until its context is done; default 8.
+	// until its context is done; default 64, so 6,400 concurrent streams
+	// per peer at the default MaxStreamsPerConn. (It was 8: connection
+	// 801 to one peer then stalled until the dial timeout and failed,
+	// which tools/bench -mode tunnel's 1,000 idle connections hit.)
 	MaxConnsPerPeer int
 	// IdleTimeout closes a pooled connection that carried no stream for this
 	// long; default 5m (ztunnel's pool_unused_release_timeout).
 	IdleTimeout time.Duration
+	// SingleUse turns pooling off: each Dial gets a new connection of its
+	// own (TCP, TLS handshake, HTTP/2 preface) that carries only its stream,
+	// is never shared nor reused, and is closed when the stream is released.
+	// MaxStreamsPerConn and MaxConnsPerPeer do not apply. For benchmarking
+	// (one handshake per client connection) and for peers that cannot
+	// multiplex.
+	SingleUse bool
 	// Logger reports connections breaking; default slog.Default().
 	Logger *slog.Logger
 }
@@ -55,7 +65,7 @@ func (o ClientOptions) withDefaults() ClientOptions {
 		o.MaxStreamsPerConn = 100
 	}
 	if o.MaxConnsPerPeer <= 0 {
-		o.MaxConnsPerPeer = 8
+		o.MaxConnsPerPeer = 64
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

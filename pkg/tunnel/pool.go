@@ -29,6 +29,7 @@ type pool struct {
 	draining []*pconn // retired by GOAWAY, still carrying streams
 	dial     *dialCall
 	waiters  int
+	singles  int           // SingleUse connection attempts in flight
 	changed  chan struct{} // closed and replaced when capacity may have appeared
 	gone     bool          // dropped from the client's map
 }
@@ -54,6 +55,9 @@ func newPool(c *Client, peer netip.AddrPort) *pool {
 // connections are all full.
 func (p *pool) acquire(ctx context.Context) (*pconn, error) {
 	o := &p.c.o
+	if o.SingleUse {
+		return p.acquireSingle(ctx)
+	}
 	p.mu.Lock()
 	for {
 		if p.gone {
@@ -102,12 +106,68 @@ func (p *pool) acquire(ctx context.Context) (*pconn, error) {
 	}
 }
 
+// acquireSingle dials a connection for the caller alone (SingleUse), with
+// its one stream slot reserved. It is listed in conns, so Stats and Close see
+// it, but reserveLocked never hands it to anyone else; release closes it.
+func (p *pool) acquireSingle(ctx context.Context) (*pconn, error) {
+	p.mu.Lock()
+	if p.gone {
+		p.mu.Unlock()
+		return nil, errPoolGone
+	}
+	if p.c.closed.Load() {
+		p.mu.Unlock()
+		return nil, ErrClientClosed
+	}
+	// Under p.mu with closed false: Close has not yet passed this pool, so
+	// it waits for this attempt (as for startDialLocked's).
+	p.singles++
+	p.c.dials.Add(1)
+	p.mu.Unlock()
+
+	dctx, cancel := context.WithTimeout(ctx, p.c.o.DialTimeout)
+	stop := context.AfterFunc(p.c.ctx, cancel) // Close aborts the attempt
+	pc, err := p.c.connect(dctx, p)
+	stop()
+	cancel()
+
+	var discard *pconn
+	p.mu.Lock()
+	p.singles--
+	switch {
+	case err != nil:
+		err = fmt.Errorf("connect to peer %s: %w", p.peer, err)
+	case p.c.closed.Load():
+		err, discard = ErrClientClosed, pc
+	case pc.dead:
+		err = fmt.Errorf("connect to peer %s: connection closed right after setup", p.peer)
+	case !pc.cc.ReserveNewRequest():
+		err, discard = fmt.Errorf("connect to peer %s: new connection takes no stream", p.peer), pc
+	default:
+		pc.single = true
+		pc.streams = 1
+		p.conns = append(p.conns, pc)
+	}
+	p.mu.Unlock()
+	p.c.dials.Done()
+
+	if discard != nil {
+		_ = discard.cc.Close()
+	}
+	if err != nil {
+		p.c.log.Debug("tunnel connection failed", "peer", p.peer, "error", err)
+		p.c.maybeDropPool(p)
+		return nil, err
+	}
+	return pc, nil
+}
+
 // reserveLocked takes a stream slot on the first connection with room. The
 // peer's SETTINGS_MAX_CONCURRENT_STREAMS and GOAWAY are checked by
 // ReserveNewRequest; the reservation is consumed by the next RoundTrip.
 func (p *pool) reserveLocked() *pconn {
 	for _, pc := range p.conns {
-		if pc.streams >= p.c.o.MaxStreamsPerConn || !pc.cc.ReserveNewRequest() {
+		if pc.single || pc.streams >= p.c.o.MaxStreamsPerConn || !pc.cc.ReserveNewRequest() {
 			continue
 		}
 		pc.streams++
@@ -157,12 +217,18 @@ func (p *pool) runDial(call *dialCall) {
 	}
 }
 
-// release gives back a stream's slot.
+// release gives back a stream's slot; a SingleUse connection is closed.
 func (p *pool) release(pc *pconn) {
 	p.mu.Lock()
 	pc.streams--
 	drained := pc.retired && pc.streams == 0 && !pc.dead
 	if drained {
+		p.draining = remove(p.draining, pc)
+	}
+	if pc.single && pc.streams == 0 && !pc.dead {
+		// Forgotten at once so Stats is exact; connClosed finishes the job.
+		pc.retired, drained = true, true
+		p.conns = remove(p.conns, pc)
 		p.draining = remove(p.draining, pc)
 	}
 	p.broadcastLocked()
@@ -238,7 +304,7 @@ func (p *pool) broadcastLocked() {
 
 // idleLocked reports whether nothing uses the pool any more.
 func (p *pool) idleLocked() bool {
-	return len(p.conns) == 0 && len(p.draining) == 0 && p.dial == nil && p.waiters == 0
+	return len(p.conns) == 0 && len(p.draining) == 0 && p.dial == nil && p.waiters == 0 && p.singles == 0
 }
 
 func (d *dialCall) finished() bool {

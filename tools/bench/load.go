@@ -267,6 +267,7 @@ func pingpong(dial dialFunc, warm, n int, bound time.Duration) (p50, p99 float64
 
 type connResult struct {
 	perSec, p99ms, cpuMs float64
+	n                    int // successful connections
 	errs                 int64
 	firstErr             string
 }
@@ -331,6 +332,7 @@ func connrate(dial dialFunc, conc int, dur time.Duration, budget int, pid int) (
 	slices.Sort(all)
 	r := connResult{
 		perSec:   float64(len(all)) / el.Seconds(),
+		n:        len(all),
 		p99ms:    micros(pct(all, .99)) / 1e3,
 		cpuMs:    -1,
 		errs:     errs.Load(),
@@ -346,10 +348,24 @@ func connrate(dial dialFunc, conc int, dur time.Duration, budget int, pid int) (
 // is established), holds them, and returns the growth of pid's VmRSS per
 // connection in KiB.
 func idle(dial dialFunc, n int, hold time.Duration, pid int) (float64, error) {
-	time.Sleep(500 * time.Millisecond)
-	r0, err := rssKiB(pid)
+	kib, err := idleRSS(dial, n, hold, nil, pid)
 	if err != nil {
 		return 0, err
+	}
+	return kib[0], nil
+}
+
+// idleRSS is idle for several processes: the growth of each pid's VmRSS per
+// connection in KiB, in the order of pids. held, if not nil, runs while the
+// connections are still open, after the RSS samples.
+func idleRSS(dial dialFunc, n int, hold time.Duration, held func(), pids ...int) ([]float64, error) {
+	time.Sleep(500 * time.Millisecond)
+	r0 := make([]int64, len(pids))
+	for i, pid := range pids {
+		var err error
+		if r0[i], err = rssKiB(pid); err != nil {
+			return nil, err
+		}
 	}
 	msg := make([]byte, 1025)
 	msg[0] = 'E'
@@ -364,22 +380,29 @@ func idle(dial dialFunc, n int, hold time.Duration, pid int) (float64, error) {
 	for range n {
 		c, err := dial()
 		if err != nil {
-			return 0, fmt.Errorf("connection %d: %w", len(conns)+1, err)
+			return nil, fmt.Errorf("connection %d: %w", len(conns)+1, err)
 		}
 		conns = append(conns, c)
 		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 		if _, err := c.Write(msg); err != nil {
-			return 0, err
+			return nil, err
 		}
 		if _, err := io.ReadFull(c, resp); err != nil {
-			return 0, fmt.Errorf("connection %d: echo: %w", len(conns), err)
+			return nil, fmt.Errorf("connection %d: echo: %w", len(conns), err)
 		}
 		_ = c.SetDeadline(time.Time{})
 	}
 	time.Sleep(hold)
-	r1, err := rssKiB(pid)
-	if err != nil {
-		return 0, err
+	kib := make([]float64, len(pids))
+	for i, pid := range pids {
+		r1, err := rssKiB(pid)
+		if err != nil {
+			return nil, err
+		}
+		kib[i] = float64(r1-r0[i]) / float64(n)
 	}
-	return float64(r1-r0) / float64(n), nil
+	if held != nil {
+		held()
+	}
+	return kib, nil
 }

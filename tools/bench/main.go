@@ -47,6 +47,7 @@ type params struct {
 	rrBound    time.Duration
 	connBudget int
 	only       map[string]bool // scenarios to run
+	variants   map[string]bool // -mode tunnel: variants to run
 }
 
 func main() {
@@ -55,6 +56,7 @@ func main() {
 		return
 	}
 	bin := flag.String("bin", "bin/intransit", "intransit binary to run as the agent")
+	mode := flag.String("mode", "tls", "tls: (a) client speaks TLS vs (b) plaintext client → agent → TLS server; tunnel: (a) direct plaintext vs (b) plaintext → agent A ═tunnel═ agent B → plaintext sink, (c) the same without pooling")
 	quick := flag.Bool("quick", false, "smoke run: 64 MiB tput, 2000 round trips, 1 s connrate, 100 idle conns, 1 round")
 	var p params
 	flag.IntVar(&p.rounds, "rounds", 3, "interleaved rounds")
@@ -67,6 +69,8 @@ func main() {
 	flag.IntVar(&p.idleN, "idle", 1000, "idle: connections held open")
 	flag.DurationVar(&p.idleHold, "idle-hold", 3*time.Second, "idle: settle time before sampling RSS")
 	only := flag.String("only", "tput,rr,conn,idle", "scenarios to run (comma-separated)")
+	keep := flag.Bool("keep", false, "leave the work dir (configs, agent logs, audit files) in place")
+	variants := flag.String("variants", "a,b,c", "-mode tunnel: variants to run (comma-separated; useful under a profiler)")
 	flag.Parse()
 	p.only = map[string]bool{}
 	for _, s := range strings.Split(*only, ",") {
@@ -94,11 +98,30 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench: -rounds, -bytes, -chunk, -rr, -c, -conn-dur and -idle must be positive")
 		os.Exit(2)
 	}
+	if *mode != "tls" && *mode != "tunnel" {
+		fmt.Fprintf(os.Stderr, "bench: -mode: unknown mode %q (tls, tunnel)\n", *mode)
+		os.Exit(2)
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench: needs root (the agent attaches BPF programs to a cgroup)")
 		os.Exit(2)
 	}
-	b := &bench{p: p}
+	b := &bench{p: p, keep: *keep}
+	if *mode == "tunnel" {
+		p.variants = map[string]bool{}
+		for _, v := range strings.Split(*variants, ",") {
+			switch v = strings.TrimSpace(v); v {
+			case "a", "b", "c":
+				p.variants[v] = true
+			default:
+				fmt.Fprintf(os.Stderr, "bench: -variants: unknown variant %q (a, b, c)\n", v)
+				os.Exit(2)
+			}
+		}
+		b.p = p
+		runTunnel(b, *bin)
+		return
+	}
 	go b.onSignal()
 	defer func() {
 		if r := recover(); r != nil {
@@ -124,6 +147,7 @@ func quickDefault[T any](set map[string]bool, name string, p *T, v T) {
 // bench holds everything that must be undone on exit.
 type bench struct {
 	p        params
+	keep     bool // -keep: leave tmp
 	agentBin string
 	tmp      string
 	certs    certFiles
@@ -136,10 +160,11 @@ type bench struct {
 	cfgPath    string
 	metrics    string // host:port of /readyz
 
-	server     *exec.Cmd
-	serverIn   io.WriteCloser // the server exits when this closes
-	serverAddr string
-	dummyPort  int // protected port: nothing listens, connects are redirected
+	server      *exec.Cmd
+	plainServer bool           // -mode tunnel: the server is a plaintext sink
+	serverIn    io.WriteCloser // the server exits when this closes
+	serverAddr  string
+	dummyPort   int // protected port: nothing listens, connects are redirected
 
 	mu      sync.Mutex
 	agent   *exec.Cmd
@@ -190,39 +215,10 @@ func (b *bench) setup(bin string) error {
 	if _, err := os.Stat(b.agentBin); err != nil {
 		return fmt.Errorf("agent binary: %w (run make build, or pass -bin)", err)
 	}
-	// 1000 idle connections need ~4000 descriptors across the processes;
-	// children inherit the raised limit (Go restores the original soft limit
-	// in children only while the program has not set one itself).
-	// Without CAP_SYS_RESOURCE the hard limit cannot be raised: settle for it.
-	lim := syscall.Rlimit{Cur: 65536, Max: 65536}
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-			return err
-		}
-		lim.Cur = lim.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-			return fmt.Errorf("raise RLIMIT_NOFILE: %w", err)
-		}
-		progress("RLIMIT_NOFILE: hard limit %d cannot be raised to 65536 (no CAP_SYS_RESOURCE); using %d", lim.Max, lim.Cur)
-	}
-	if b.tmp, err = os.MkdirTemp("", "intransit-bench-"); err != nil {
-		return err
-	}
-	if b.certs, err = writeCerts(b.tmp); err != nil {
-		return fmt.Errorf("certificates: %w", err)
-	}
-
-	root, err := redirect.Cgroup2Root()
+	root, err := b.prepare(false)
 	if err != nil {
 		return err
 	}
-	if b.origCgroup, err = ownCgroup(root); err != nil {
-		return err
-	}
-	if b.origFD, err = syscall.Open(b.origCgroup, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0); err != nil {
-		return fmt.Errorf("open own cgroup %s: %w", b.origCgroup, err)
-	}
-
 	if err := b.startServer(); err != nil {
 		return err
 	}
@@ -275,6 +271,44 @@ rules:
 	return nil
 }
 
+// prepare is the first part of setup, shared by both modes: RLIMIT_NOFILE,
+// the work dir with the certificates (a client certificate for agent A too
+// when clientCert), and the original cgroup. It returns the cgroup2 root.
+func (b *bench) prepare(clientCert bool) (root string, err error) {
+	// 1000 idle connections need ~4000 descriptors across the processes;
+	// children inherit the raised limit (Go restores the original soft limit
+	// in children only while the program has not set one itself).
+	// Without CAP_SYS_RESOURCE the hard limit cannot be raised: settle for it.
+	lim := syscall.Rlimit{Cur: 65536, Max: 65536}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			return "", err
+		}
+		lim.Cur = lim.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			return "", fmt.Errorf("raise RLIMIT_NOFILE: %w", err)
+		}
+		progress("RLIMIT_NOFILE: hard limit %d cannot be raised to 65536 (no CAP_SYS_RESOURCE); using %d", lim.Max, lim.Cur)
+	}
+	if b.tmp, err = os.MkdirTemp("", "intransit-bench-"); err != nil {
+		return "", err
+	}
+	if b.certs, err = writeCerts(b.tmp, clientCert); err != nil {
+		return "", fmt.Errorf("certificates: %w", err)
+	}
+
+	if root, err = redirect.Cgroup2Root(); err != nil {
+		return "", err
+	}
+	if b.origCgroup, err = ownCgroup(root); err != nil {
+		return "", err
+	}
+	if b.origFD, err = syscall.Open(b.origCgroup, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0); err != nil {
+		return "", fmt.Errorf("open own cgroup %s: %w", b.origCgroup, err)
+	}
+	return root, nil
+}
+
 // ownCgroup returns this process's cgroup2 directory ("0::/path").
 func ownCgroup(root string) (string, error) {
 	data, err := os.ReadFile("/proc/self/cgroup")
@@ -308,7 +342,11 @@ func (b *bench) startServer() error {
 	if err != nil {
 		return err
 	}
-	cmd := b.child(self, "server", "-addr", "127.0.0.1:0", "-cert", b.certs.serverCert, "-key", b.certs.serverKey)
+	args := []string{"server", "-addr", "127.0.0.1:0", "-cert", b.certs.serverCert, "-key", b.certs.serverKey}
+	if b.plainServer {
+		args = []string{"server", "-addr", "127.0.0.1:0", "-plain"}
+	}
+	cmd := b.child(self, args...)
 	cmd.Stderr = os.Stderr
 	if b.serverIn, err = cmd.StdinPipe(); err != nil {
 		return err
@@ -452,7 +490,9 @@ func (b *bench) cleanup() {
 		if b.origFD > 0 {
 			_ = syscall.Close(b.origFD)
 		}
-		if b.tmp != "" {
+		if b.tmp != "" && b.keep {
+			fmt.Fprintf(os.Stderr, "bench: -keep: work dir %s left in place\n", b.tmp)
+		} else if b.tmp != "" {
 			_ = os.RemoveAll(b.tmp)
 		}
 	})

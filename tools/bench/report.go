@@ -138,3 +138,88 @@ func kernel() string {
 	data, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	return strings.TrimSpace(string(data))
 }
+
+// tunnelRows are the lines of -mode tunnel's table. cmpA: compare (b) and
+// (c) with (a); rows without an (a) value compare (b) with (c) only.
+var tunnelRows = []row{
+	{name: "tput Gbit/s (1 stream)", key: "tput", format: "%.2f"},
+	{name: "agents CPU s/GiB (A+B, tput)", key: "tputcpu", format: "%.2f"},
+	{name: "… agent A", key: "tputcpuA", format: "%.2f"},
+	{name: "… agent B", key: "tputcpuB", format: "%.2f"},
+	{name: "RR p50 µs (1 KiB)", key: "p50", format: "%.0f", delta: true},
+	{name: "RR p99 µs (1 KiB)", key: "p99", format: "%.0f", delta: true},
+	{name: "conn/s (c=32)", key: "cps", format: "%.0f"},
+	{name: "conn p99 ms", key: "cp99", format: "%.1f"},
+	{name: "agents CPU ms/conn (A+B)", key: "conncpu", format: "%.3f"},
+	{name: "… agent A", key: "conncpuA", format: "%.3f"},
+	{name: "… agent B", key: "conncpuB", format: "%.3f"},
+	{name: "idle RSS KiB/conn (A+B)", key: "idle", format: "%.1f"},
+	{name: "… agent A", key: "idleA", format: "%.1f"},
+	{name: "… agent B", key: "idleB", format: "%.1f"},
+	{name: "TCP conns A→B (idle)", key: "tconns", format: "%.0f"},
+}
+
+// compare is "×median [min–max]" of x/y, or "+median µs" of x−y for delta
+// rows, over the rounds where both have a value; "" when none do.
+func compare(res *results, r row, x, y string) string {
+	var cmp []float64
+	for _, m := range res.rounds {
+		xv, okX := m[x+"."+r.key]
+		yv, okY := m[y+"."+r.key]
+		switch {
+		case !okX || !okY:
+		case r.delta:
+			cmp = append(cmp, xv-yv)
+		case yv != 0:
+			cmp = append(cmp, xv/yv)
+		}
+	}
+	if len(cmp) == 0 {
+		return ""
+	}
+	if r.delta {
+		return spread("%+.0f", cmp) + " µs"
+	}
+	return "×" + spread("%.3f", cmp)
+}
+
+func printTunnelReport(w io.Writer, p params, res *results, bin, load0 string) {
+	fmt.Fprintf(w, "## intransit bench -mode tunnel: (a) direct plaintext vs (b) plaintext → agent A ══TLS 1.3 HTTP/2 CONNECT══► agent B → the same plaintext sink, (c) the same with one TLS connection per client connection\n\n")
+	fmt.Fprintf(w, "Command: `%s` (agents: %s)  \n", strings.Join(append([]string{"go run ./tools/bench"}, os.Args[1:]...), " "), bin)
+	fmt.Fprintf(w, "Machine: %s, %d CPUs, Linux %s, %s, %s  \n", cpuModel(), runtime.NumCPU(), kernel(), runtime.Version(), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(w, "Load average (1/5/15 min): %s at start, %s at end (anything else running shares the cores)  \n", load0, loadAvg())
+	fmt.Fprintf(w, "Sizes: %d rounds; tput %d MiB in %d KiB writes; pingpong %d+%d; connrate c=%d for %v; idle %d conns, hold %v\n\n",
+		p.rounds, p.tputBytes>>20, p.chunk>>10, p.rrWarm, p.rrN, p.conc, p.connDur, p.idleN, p.idleHold)
+
+	fmt.Fprintln(w, "| metric | n | (a) direct plaintext | (b) tunnel, pooled | (c) tunnel, no pooling | b vs a | c vs a | b vs c |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
+	for _, r := range tunnelRows {
+		vals := map[string][]float64{}
+		n := 0
+		for _, v := range tunnelVariants {
+			for _, m := range res.rounds {
+				if x, ok := m[v+"."+r.key]; ok {
+					vals[v] = append(vals[v], x)
+				}
+			}
+			n = max(n, len(vals[v]))
+		}
+		if n == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s |\n", r.name, n,
+			spread(r.format, vals["a"]), spread(r.format, vals["b"]), spread(r.format, vals["c"]),
+			compare(res, r, "b", "a"), compare(res, r, "c", "a"), compare(res, r, "b", "c"))
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Cells: median [min–max] over rounds. \"x vs y\": x/y (×) or x−y (µs) within each round, median [min–max].")
+	fmt.Fprintln(w, "Agents CPU: utime+stime of agent A + agent B (100 Hz ticks); idle RSS: growth of VmRSS of A + B per held connection,")
+	fmt.Fprintln(w, "each variant on a fresh pair of agents. (a) has no agent on its path, so no CPU or RSS. \"TCP conns A→B\": established")
+	fmt.Fprintln(w, "connections to agent B's tunnel port while the idle connections are held.")
+	if len(res.notes) > 0 {
+		fmt.Fprintln(w, "\nNotes:")
+		for _, n := range res.notes {
+			fmt.Fprintf(w, "- %s\n", n)
+		}
+	}
+}
