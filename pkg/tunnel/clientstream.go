@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"sync"
@@ -16,6 +17,8 @@ const closeGrace = 5 * time.Second
 // from the response body, writes go through a pipe that x/net reads as the
 // request body, so nothing is buffered beyond what http2 itself holds.
 type clientStream struct {
+	tlsState tls.ConnectionState
+
 	body   io.ReadCloser // response body: bytes from the peer
 	pw     *io.PipeWriter
 	req    *requestBody
@@ -124,6 +127,10 @@ func (s *clientStream) opError(op string, err error) error {
 	}
 	return &net.OpError{Op: op, Net: "tunnel", Source: s.local, Addr: s.remote, Err: err}
 }
+
+// ConnectionState is the TLS state of the pooled connection carrying the
+// stream: who the peer agent proved to be, for the audit trail.
+func (s *clientStream) ConnectionState() tls.ConnectionState { return s.tlsState }
 
 func (s *clientStream) LocalAddr() net.Addr  { return s.local }
 func (s *clientStream) RemoteAddr() net.Addr { return s.remote }

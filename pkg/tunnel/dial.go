@@ -100,5 +100,7 @@ func (c *Client) open(ctx context.Context, p *pool, pc *pconn, target string, hd
 		release()
 		return nil, se
 	}
-	return newClientStream(resp.Body, pw, body, cancel, pc.tc.LocalAddr(), pc.tc.RemoteAddr(), release), nil
+	cs := newClientStream(resp.Body, pw, body, cancel, pc.tc.LocalAddr(), pc.tc.RemoteAddr(), release)
+	cs.tlsState = pc.tc.ConnectionState()
+	return cs, nil
 }

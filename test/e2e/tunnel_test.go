@@ -239,6 +239,8 @@ func TestTunnelPlannerToLegacyExecutor(t *testing.T) {
 		t.Error("A audited no upgraded session")
 	} else if id, _ := a[0]["identity"].(map[string]any); id["subject"] != "system:serviceaccount:agents:planner" {
 		t.Errorf("A's identity = %v", id)
+	} else if tlsInfo, _ := a[0]["tls"].(map[string]any); tlsInfo["version"] != "TLS 1.3" || !strings.Contains(fmt.Sprint(tlsInfo["peer_subject"]), "executor-host") {
+		t.Errorf("A's view of the peer agent: %v", tlsInfo)
 	}
 	if r := having(evB, "verdict", "REFUSED"); len(r) == 0 || !strings.Contains(fmt.Sprint(r[0]["reason"]), "no local service for port 9090") {
 		t.Errorf("unlisted target on B: %v", r)
