@@ -6,10 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/intransit/intransit/internal/testutil"
 
 	"golang.org/x/sys/unix"
 
@@ -40,12 +41,7 @@ func socketMark(t *testing.T, c *tls.Conn) uint32 {
 }
 
 func TestSocketMark(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("SO_MARK test needs root (CAP_NET_ADMIN) and CI=true: run the tests as root in CI")
-		}
-		t.Skip("SO_MARK needs CAP_NET_ADMIN: run as root to test it")
-	}
+	testutil.RequireRoot(t) // SO_MARK needs CAP_NET_ADMIN
 	p := newTestPKI(t)
 	dst := startTLSServer(t, serverConfig(p.server))
 

@@ -173,18 +173,25 @@ type bench struct {
 	once    sync.Once
 }
 
-func (b *bench) die(format string, args ...any) {
+func (b *bench) die(format string, args ...any) { die(b.cleanup, format, args...) }
+
+func (b *bench) onSignal() { cleanupOnSignal(b.cleanup) }
+
+// die cleans up and exits: the bench must never leave agents, pins or
+// cgroups behind.
+func die(cleanup func(), format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
-	b.cleanup()
+	cleanup()
 	os.Exit(1)
 }
 
-func (b *bench) onSignal() {
+// cleanupOnSignal waits for Ctrl-C or a stop signal, cleans up and exits.
+func cleanupOnSignal(cleanup func()) {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	s := <-ch
 	fmt.Fprintf(os.Stderr, "\nbench: %v: cleaning up\n", s)
-	b.cleanup()
+	cleanup()
 	os.Exit(130)
 }
 

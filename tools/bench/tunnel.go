@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -73,20 +72,9 @@ func runTunnel(b *bench, bin string) {
 	printTunnelReport(os.Stdout, t.p, res, t.agentBin, load0)
 }
 
-func (t *tunnelBench) die(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
-	t.cleanup()
-	os.Exit(1)
-}
+func (t *tunnelBench) die(format string, args ...any) { die(t.cleanup, format, args...) }
 
-func (t *tunnelBench) onSignal() {
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	s := <-ch
-	fmt.Fprintf(os.Stderr, "\nbench: %v: cleaning up\n", s)
-	t.cleanup()
-	os.Exit(130)
-}
+func (t *tunnelBench) onSignal() { cleanupOnSignal(t.cleanup) }
 
 // freePorts returns n distinct free ports on 127.0.0.1.
 func freePorts(n int) ([]int, error) {
