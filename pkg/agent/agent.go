@@ -254,6 +254,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer a.lis.Close()
 
+	// stopInbound sends GOAWAY and waits for tunnel streams; it runs before
+	// the audit trail closes so their session_end lines are written.
+	stopInbound := func() {}
 	var ingressCgroup string
 	if cfg.Inbound != nil {
 		if ingressCgroup, err = redirect.ResolveCgroup(cfg.Inbound.Cgroup); err != nil {
@@ -281,7 +284,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		defer stop()
+		stopInbound = stop
 	}
 	a.metrics.SetMapFillSource(a.mapFill)
 	a.log.Info("datapath attached", "cgroup", cg, "pinPath", cfg.BPF.PinPath, "reusedPinnedLinks", a.dp.Reused)
@@ -319,6 +322,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.ready.Store(false)
 	a.lis.Close()
+	stopInbound()
 	a.drain(10 * time.Second)
 	wg.Wait()
 	a.audit.Close()
