@@ -249,22 +249,56 @@ func (l *Logger) control(it item) error {
 	}
 }
 
-// run is the single writer goroutine.
+// maxBatch bounds how many bytes of queued lines go out in one write.
+const maxBatch = 64 << 10
+
+// run is the single writer goroutine. Lines already queued are written
+// together: under load one write(2) carries many whole lines instead of
+// one each (lines never split across writes, so readers never see a torn
+// line), and a quiet trail still writes each line at once.
 func (l *Logger) run() {
 	defer close(l.done)
+	var batch []byte
+	lines := 0
+	flush := func() {
+		if len(batch) > 0 {
+			l.write(batch, lines)
+			batch, lines = batch[:0], 0
+		}
+	}
 	for it := range l.queue {
-		switch {
-		case it.stop:
-			if l.f != nil {
-				if err := l.f.Close(); err != nil {
-					l.closeErr = fmt.Errorf("audit: close %s: %w", l.path, err)
+		for {
+			switch {
+			case it.stop:
+				flush()
+				if l.f != nil {
+					if err := l.f.Close(); err != nil {
+						l.closeErr = fmt.Errorf("audit: close %s: %w", l.path, err)
+					}
 				}
+				return
+			case it.ctl != nil:
+				flush() // lines logged before a reopen go to the old file
+				it.ctl()
+			default:
+				batch = append(batch, it.line...)
+				lines++
 			}
-			return
-		case it.ctl != nil:
-			it.ctl()
-		default:
-			l.write(it.line)
+			if len(batch) >= maxBatch {
+				flush()
+			}
+			var more bool
+			select {
+			case it, more = <-l.queue:
+			default:
+			}
+			if !more {
+				break
+			}
+		}
+		flush()
+		if cap(batch) > 4*maxBatch {
+			batch = nil // don't keep a burst's buffer forever
 		}
 	}
 }
@@ -273,15 +307,17 @@ type writeDeadliner interface {
 	SetWriteDeadline(time.Time) error
 }
 
-func (l *Logger) write(line []byte) {
+// write writes a batch of whole lines; on failure each line counts as an
+// error.
+func (l *Logger) write(batch []byte, lines int) {
 	if d, ok := l.w.(writeDeadliner); ok {
 		// Regular files report ErrNoDeadline; they do not block forever.
 		_ = d.SetWriteDeadline(time.Now().Add(writeTimeout))
 	}
-	if _, err := l.w.Write(line); err != nil {
-		l.fail(fmt.Errorf("audit: write: %w", err))
+	if _, err := l.w.Write(batch); err != nil {
+		l.failN(fmt.Errorf("audit: write: %w", err), lines)
 	}
-	l.written.Add(1) // progress, even if failed: the writer is not wedged
+	l.written.Add(uint64(lines)) // progress, even if failed: the writer is not wedged
 }
 
 func (l *Logger) reopen() error {
@@ -298,8 +334,10 @@ func (l *Logger) reopen() error {
 }
 
 // fail counts an error and reports it at most once per reportEvery.
-func (l *Logger) fail(err error) {
-	n := l.errs.Add(1)
+func (l *Logger) fail(err error) { l.failN(err, 1) }
+
+func (l *Logger) failN(err error, lines int) {
+	n := l.errs.Add(uint64(lines))
 	l.rmu.Lock()
 	now := time.Now()
 	report := l.lastRep.IsZero() || now.Sub(l.lastRep) >= reportEvery

@@ -455,10 +455,14 @@ func TestLogDoesNotBlockOnWedgedWriter(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		// One line wedges the writer, queueSize fill the queue, the last
-		// must be dropped after the stall wait.
-		for range queueSize + 2 {
+		// The writer takes what is queued into one batch and wedges on it;
+		// then queueSize lines fill the queue and the rest must be dropped
+		// after the stall wait.
+		for range queueSize + 64 {
 			l.Log(Event{Event: EventConnect, Verdict: VerdictAudit})
+			if l.Errors() > 0 {
+				return
+			}
 		}
 	}()
 	select {
