@@ -79,7 +79,21 @@ struct settings {
 	__u16 pad;
 	__be32 proxy_ip4;   // 127.0.0.1
 	__u32 proxy_ip6[4]; // ::1
+	// Clients in other network namespaces (pods) cannot reach the host's
+	// loopback: their connects go to pod_proxy_ip4, a host address the
+	// proxy also listens on. 0: not configured (such connects are refused).
+	__be32 pod_proxy_ip4;
+	__u32 pad2;
+	__u64 host_netns_cookie;
 };
+
+// proxy_ip4_for picks the proxy address reachable from the client's netns.
+static __always_inline __be32 proxy_ip4_for(const struct settings *s, __u64 netns_cookie)
+{
+	if (s->pod_proxy_ip4 != 0 && netns_cookie != s->host_netns_cookie)
+		return s->pod_proxy_ip4;
+	return s->proxy_ip4;
+}
 
 // orig is what the proxy learns about a redirected connection.
 struct orig {
@@ -302,7 +316,7 @@ int intransit_connect4(struct bpf_sock_addr *ctx)
 	case MODE_ENFORCE:
 		if (!s)
 			return 0;
-		ctx->user_ip4 = s->proxy_ip4;
+		ctx->user_ip4 = proxy_ip4_for(s, o.netns_cookie);
 		ctx->user_port = s->proxy_port;
 		return 1;
 	}
@@ -342,7 +356,7 @@ int intransit_connect6(struct bpf_sock_addr *ctx)
 			ctx->user_ip6[0] = 0;
 			ctx->user_ip6[1] = 0;
 			ctx->user_ip6[2] = bpf_htonl(0x0000ffff);
-			ctx->user_ip6[3] = s->proxy_ip4;
+			ctx->user_ip6[3] = proxy_ip4_for(s, o.netns_cookie);
 		} else {
 			ctx->user_ip6[0] = s->proxy_ip6[0];
 			ctx->user_ip6[1] = s->proxy_ip6[1];

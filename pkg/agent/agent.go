@@ -9,6 +9,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -248,7 +249,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 
-	a.lis, err = listener.Listen(uint16(cfg.Proxy.Port), a.log)
+	var podAddr netip.Addr
+	if cfg.Proxy.PodAddress != "" {
+		podAddr = netip.MustParseAddr(cfg.Proxy.PodAddress) // validated by config
+	}
+	a.lis, err = listener.Listen(uint16(cfg.Proxy.Port), podAddr, a.log)
 	if err != nil {
 		return err
 	}
@@ -267,6 +272,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		PinPath:       cfg.BPF.PinPath,
 		Cgroup:        cg,
 		IngressCgroup: ingressCgroup,
+		PodProxyIP:    podAddr,
 		MapSize:       cfg.BPF.MapSize,
 		Mark:          cfg.BPF.Mark,
 		ProxyPort:     uint16(cfg.Proxy.Port),
@@ -368,8 +374,8 @@ func (a *Agent) Reload(cfg *config.Config) error {
 		return fmt.Errorf("reload refused, keeping the running config: %w", err)
 	}
 	var restart []string
-	if cfg.Proxy.Port != old.Proxy.Port {
-		restart = append(restart, "proxy.port")
+	if cfg.Proxy.Port != old.Proxy.Port || cfg.Proxy.PodAddress != old.Proxy.PodAddress {
+		restart = append(restart, "proxy.port/podAddress")
 	}
 	if cfg.BPF != old.BPF {
 		restart = append(restart, "bpf")

@@ -78,12 +78,16 @@ type RedirectServiceVal struct {
 }
 
 type RedirectSettings struct {
-	_         structs.HostLayout
-	Mark      uint32
-	ProxyPort uint16
-	Pad       uint16
-	ProxyIp4  uint32
-	ProxyIp6  [4]uint32
+	_               structs.HostLayout
+	Mark            uint32
+	ProxyPort       uint16
+	Pad             uint16
+	ProxyIp4        uint32
+	ProxyIp6        [4]uint32
+	PodProxyIp4     uint32
+	Pad2            uint32
+	_               [4]byte
+	HostNetnsCookie uint64
 }
 
 type RedirectStat uint32

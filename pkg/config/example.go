@@ -28,6 +28,11 @@ bpf:
 proxy:
   # Local port redirected connects land on; no rule may use it. Default: 15001
   port: 15001
+  # Host IPv4 address reachable from pod network namespaces (e.g. the node
+  # IP): enforced connects from other namespaces are sent there, since pods
+  # cannot reach the host's loopback. Default: none (such connects are
+  # refused).
+  #podAddress: 10.0.0.5
   # Limit for the upstream TCP connect. Default: 5s
   dialTimeout: 5s
   # Limit for the upstream TLS handshake. Default: 10s

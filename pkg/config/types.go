@@ -49,7 +49,12 @@ type BPF struct {
 
 // Proxy configures the local listener that redirected connects land on.
 type Proxy struct {
-	Port             int      `json:"port,omitempty"`             // default 15001
+	Port int `json:"port,omitempty"` // default 15001
+	// PodAddress: a host IPv4 address reachable from pod network namespaces
+	// (e.g. the node IP). Enforced connects from other namespaces are sent
+	// there, since pods cannot reach the host's loopback; the proxy listens
+	// on it too. Empty: such connects are refused (fail closed).
+	PodAddress       string   `json:"podAddress,omitempty"`
 	DialTimeout      Duration `json:"dialTimeout,omitempty"`      // default 5s
 	HandshakeTimeout Duration `json:"handshakeTimeout,omitempty"` // default 10s
 	IdleTimeout      Duration `json:"idleTimeout,omitempty"`      // default 1h; 0 keeps the default, negative disables

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"strconv"
 )
@@ -81,6 +82,15 @@ func (c *Config) checkProxy(p *problems) {
 		}
 	}
 	// A negative idleTimeout is the documented way to disable it.
+	if c.Proxy.PodAddress != "" {
+		a, err := netip.ParseAddr(c.Proxy.PodAddress)
+		switch {
+		case err != nil:
+			p.add("proxy.podAddress", "%q is not an IP address", c.Proxy.PodAddress)
+		case !a.Is4() || a.IsLoopback() || a.IsUnspecified():
+			p.add("proxy.podAddress", "%q must be a host IPv4 address reachable from pods (not loopback or 0.0.0.0)", c.Proxy.PodAddress)
+		}
+	}
 }
 
 // MetricsPort returns the port of metrics.listen, or 0 when it is "off".

@@ -34,9 +34,11 @@ type Listener struct {
 	log *slog.Logger
 }
 
-// Listen binds 127.0.0.1:port and [::1]:port. IPv6 is optional: without it,
-// IPv6 connects redirected to ::1 simply fail, which is the safe outcome.
-func Listen(port uint16, log *slog.Logger) (*Listener, error) {
+// Listen binds 127.0.0.1:port and [::1]:port, and pod:port when pod is
+// valid (where connects from pod network namespaces are sent). IPv6 is
+// optional: without it, IPv6 connects redirected to ::1 simply fail, which
+// is the safe outcome.
+func Listen(port uint16, pod netip.Addr, log *slog.Logger) (*Listener, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -46,6 +48,16 @@ func Listen(port uint16, log *slog.Logger) (*Listener, error) {
 		return nil, fmt.Errorf("listen on proxy.port 127.0.0.1:%d: %w", port, err)
 	}
 	l.lns = append(l.lns, v4)
+	if pod.IsValid() {
+		// Reachable from the network too: anyone dialling it without a
+		// redirect entry is refused like any direct dial (threat T1).
+		pl, err := net.ListenTCP("tcp4", net.TCPAddrFromAddrPort(netip.AddrPortFrom(pod, port)))
+		if err != nil {
+			v4.Close()
+			return nil, fmt.Errorf("listen on proxy.podAddress %s:%d: %w", pod, port, err)
+		}
+		l.lns = append(l.lns, pl)
+	}
 	v6, err := net.ListenTCP("tcp6", &net.TCPAddr{IP: net.IPv6loopback, Port: int(port)})
 	if err != nil {
 		log.Warn("no IPv6 proxy listener; IPv6 connects to protected ports will be refused", "address", fmt.Sprintf("[::1]:%d", port), "error", err)

@@ -4,9 +4,11 @@
 package redirect
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,6 +28,10 @@ type Options struct {
 	MapSize   int    // capacity of the original-destination maps
 	Mark      uint32 // SO_MARK of the proxy's own sockets
 	ProxyPort uint16 // where enforced connects are sent
+	// PodProxyIP, when valid (IPv4), is where connects from other network
+	// namespaces (pods) are sent: a host address the proxy listens on, since
+	// a pod cannot reach the host's loopback.
+	PodProxyIP netip.Addr
 	// IngressCgroup, when set, gets the inbound enforcement program
 	// (cgroup_skb/ingress) for executor services; empty detaches it.
 	IngressCgroup string
@@ -206,6 +212,15 @@ func (d *Datapath) writeSettings() error {
 		ProxyIp4:  ipv4Loopback(),
 		ProxyIp6:  ipv6Loopback(),
 	}
+	if ip := d.opts.PodProxyIP.Unmap(); ip.Is4() {
+		cookie, err := hostNetnsCookie()
+		if err != nil {
+			return err
+		}
+		a4 := ip.As4()
+		s.PodProxyIp4 = binary.NativeEndian.Uint32(a4[:]) // bytes already in network order
+		s.HostNetnsCookie = cookie
+	}
 	if err := d.objs.SettingsMap.Put(uint32(0), &s); err != nil {
 		return fmt.Errorf("write datapath settings: %w", err)
 	}
@@ -276,6 +291,21 @@ func (d *Datapath) Close() error {
 	d.links = nil
 	errs = append(errs, d.objs.Close())
 	return errors.Join(errs...)
+}
+
+// hostNetnsCookie identifies the agent's own network namespace, the one
+// whose clients reach the proxy on loopback.
+func hostNetnsCookie() (uint64, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("socket for SO_NETNS_COOKIE: %w", err)
+	}
+	defer unix.Close(fd)
+	cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+	if err != nil {
+		return 0, fmt.Errorf("read SO_NETNS_COOKIE (kernel 5.14+ needed for pod clients): %w", err)
+	}
+	return cookie, nil
 }
 
 // CgroupPath is the cgroup the programs are attached to.

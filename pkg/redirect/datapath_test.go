@@ -1,6 +1,7 @@
 package redirect_test
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -105,5 +106,58 @@ func TestEnforceRedirectsAndRecordsOrigin(t *testing.T) {
 				t.Errorf("second take = %v, want ErrNoEntry (entries are consumed)", err)
 			}
 		})
+	}
+}
+
+// TestPodNamespaceClients: a client in another network namespace (a pod)
+// cannot reach the host's loopback, so its enforced connects go to the pod
+// proxy address; the proxy there finds the original destination by the
+// pod's address.
+func TestPodNamespaceClients(t *testing.T) {
+	testutil.RequireRoot(t)
+	pod := testutil.NewPeerNS(t, 98)
+	cg, pin := testutil.NewCgroup(t), testutil.PinPath(t)
+	proxy, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: pod.HostIP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	port := freePort(t)
+	proxyPort := uint16(proxy.Addr().(*net.TCPAddr).Port)
+	dp, err := redirect.Install(redirect.Options{
+		PinPath: pin, Cgroup: cg, MapSize: 1024, Mark: 0x1e7a0001, ProxyPort: proxyPort,
+		PodProxyIP: netip.MustParseAddr(pod.HostIP.String()),
+	}, []redirect.Rule{{ID: 1, Mode: redirect.ModeEnforce, Ports: []uint16{port}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dp.Close()
+	testutil.EnterCgroup(t, cg)
+
+	dst := netip.AddrPortFrom(netip.MustParseAddr("192.0.2.10"), port) // unroutable from the pod: must never be dialled
+	c, err := pod.Dial(dst.String(), 2*time.Second)
+	if err != nil {
+		t.Fatalf("pod connect: %v", err)
+	}
+	defer c.Close()
+	if got := c.RemoteAddr().(*net.TCPAddr).AddrPort(); got != dst {
+		t.Errorf("getpeername in the pod = %s, want %s", got, dst)
+	}
+	_ = proxy.SetDeadline(time.Now().Add(2 * time.Second))
+	sc, err := proxy.AcceptTCP()
+	if err != nil {
+		t.Fatalf("proxy accept on the pod address: %v", err)
+	}
+	defer sc.Close()
+	o, err := dp.Take(sc.RemoteAddr().(*net.TCPAddr).AddrPort())
+	if err != nil {
+		t.Fatalf("take: %v", err)
+	}
+	if o.Destination != dst {
+		t.Errorf("original destination = %s, want %s", o.Destination, dst)
+	}
+	// A host client in the same cgroup still goes to loopback.
+	if _, err := net.DialTimeout("tcp4", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
+		t.Error("host client: nothing listens on the loopback proxy port here, the connect must be refused")
 	}
 }
