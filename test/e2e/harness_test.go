@@ -118,6 +118,7 @@ type running struct {
 type agentOpts struct {
 	rules   string // YAML for the rules list
 	extra   string // more top-level YAML (inbound, identity, ...)
+	podAddr string // proxy.podAddress
 	mapSize int
 	enter   bool // move the test process into the cgroup
 }
@@ -136,13 +137,13 @@ func startAgent(t *testing.T, o agentOpts) *running {
 	}
 	yaml := fmt.Sprintf(`cgroup: %s
 bpf: {pinPath: %s, mapSize: %d}
-proxy: {port: %d, handshakeTimeout: 3s, dialTimeout: 2s}
+proxy: {port: %d, handshakeTimeout: 3s, dialTimeout: 2s%s}
 audit: {file: %s}
 metrics: {listen: %s}
 api: {socket: %s}
 %s
 rules:
-%s`, cg, pin, o.mapSize, freePort(t), filepath.Join(dir, "audit.jsonl"), metricsAddr, filepath.Join(dir, "api.sock"), o.extra, o.rules)
+%s`, cg, pin, o.mapSize, freePort(t), podAddrKey(o.podAddr), filepath.Join(dir, "audit.jsonl"), metricsAddr, filepath.Join(dir, "api.sock"), o.extra, o.rules)
 	cfgPath := filepath.Join(dir, "intransit.yaml")
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -278,4 +279,11 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+func podAddrKey(a string) string {
+	if a == "" {
+		return ""
+	}
+	return ", podAddress: " + a
 }
