@@ -458,7 +458,8 @@ func TestLogDoesNotBlockOnWedgedWriter(t *testing.T) {
 		// The writer takes what is queued into one batch and wedges on it;
 		// then queueSize lines fill the queue and the rest must be dropped
 		// after the stall wait.
-		for range queueSize + 64 {
+		// The wedged batch holds at most maxBatch bytes of lines.
+		for range queueSize + maxBatch/32 {
 			l.Log(Event{Event: EventConnect, Verdict: VerdictAudit})
 			if l.Errors() > 0 {
 				return
