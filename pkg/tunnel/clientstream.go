@@ -19,13 +19,13 @@ const closeGrace = 5 * time.Second
 type clientStream struct {
 	tlsState tls.ConnectionState
 
-	body   io.ReadCloser // response body: bytes from the peer
-	pw     *io.PipeWriter
-	req    *requestBody
-	cancel context.CancelFunc // the request's context: cancelling resets the stream
-	local  net.Addr
-	remote net.Addr
-	dl     deadlines
+	body      io.ReadCloser // response body: bytes from the peer
+	pw        *io.PipeWriter
+	req       *requestBody
+	cancel    context.CancelFunc // the request's context: cancelling resets the stream
+	local     net.Addr
+	remote    net.Addr
+	deadlines // SetDeadline, SetReadDeadline, SetWriteDeadline
 
 	releaseOnce sync.Once
 	release     func() // gives the stream's slot back to the pool
@@ -38,7 +38,7 @@ type clientStream struct {
 
 func newClientStream(body io.ReadCloser, pw *io.PipeWriter, req *requestBody, cancel context.CancelFunc, local, remote net.Addr, release func()) *clientStream {
 	s := &clientStream{body: body, pw: pw, req: req, cancel: cancel, local: local, remote: remote, release: release}
-	s.dl.expire = s.abort
+	s.deadlines.expire = s.abort
 	return s
 }
 
@@ -85,7 +85,7 @@ func (s *clientStream) Close() error {
 	clean := s.readEOF && s.writeClosed
 	s.mu.Unlock()
 
-	s.dl.stop()
+	s.deadlines.stop()
 	if clean {
 		// x/net closes the request body once END_STREAM is out and the
 		// peer's END_STREAM was seen; closing the response body before that
@@ -119,7 +119,7 @@ func (s *clientStream) opError(op string, err error) error {
 	s.mu.Lock()
 	closed := s.closed
 	s.mu.Unlock()
-	if s.dl.hasExpired() {
+	if s.deadlines.hasExpired() {
 		return timeoutError(op, s.local, s.remote)
 	}
 	if closed {
@@ -134,24 +134,6 @@ func (s *clientStream) ConnectionState() tls.ConnectionState { return s.tlsState
 
 func (s *clientStream) LocalAddr() net.Addr  { return s.local }
 func (s *clientStream) RemoteAddr() net.Addr { return s.remote }
-
-// SetDeadline and friends reset the stream when the deadline expires; see
-// the package documentation.
-func (s *clientStream) SetDeadline(t time.Time) error {
-	s.dl.set(readDir, t)
-	s.dl.set(writeDir, t)
-	return nil
-}
-
-func (s *clientStream) SetReadDeadline(t time.Time) error {
-	s.dl.set(readDir, t)
-	return nil
-}
-
-func (s *clientStream) SetWriteDeadline(t time.Time) error {
-	s.dl.set(writeDir, t)
-	return nil
-}
 
 // requestBody is the request body x/net reads from: the read side of the
 // stream's pipe, plus a signal for when x/net is done with it.

@@ -83,3 +83,21 @@ func (d *deadlines) stop() {
 func timeoutError(op string, local, remote net.Addr) error {
 	return &net.OpError{Op: op, Net: "tunnel", Source: local, Addr: remote, Err: os.ErrDeadlineExceeded}
 }
+
+// SetDeadline and friends reset the stream when the deadline expires; see
+// the package documentation. Both stream types embed deadlines.
+func (d *deadlines) SetDeadline(t time.Time) error {
+	d.set(readDir, t)
+	d.set(writeDir, t)
+	return nil
+}
+
+func (d *deadlines) SetReadDeadline(t time.Time) error {
+	d.set(readDir, t)
+	return nil
+}
+
+func (d *deadlines) SetWriteDeadline(t time.Time) error {
+	d.set(writeDir, t)
+	return nil
+}

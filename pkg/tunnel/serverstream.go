@@ -19,12 +19,12 @@ import (
 // Write and accept hold wmu and check live, and ServeHTTP takes wmu and
 // clears live before returning.
 type serverStream struct {
-	w      http.ResponseWriter
-	rc     *http.ResponseController
-	body   io.ReadCloser
-	local  net.Addr
-	remote net.Addr
-	dl     deadlines
+	w         http.ResponseWriter
+	rc        *http.ResponseController
+	body      io.ReadCloser
+	local     net.Addr
+	remote    net.Addr
+	deadlines // SetDeadline, SetReadDeadline, SetWriteDeadline
 
 	wmu sync.Mutex
 
@@ -51,7 +51,7 @@ func newServerStream(w http.ResponseWriter, body io.ReadCloser, local, remote ne
 		live:   true,
 		finish: make(chan struct{}),
 	}
-	s.dl.expire = s.abort
+	s.deadlines.expire = s.abort
 	return s
 }
 
@@ -149,7 +149,7 @@ func (s *serverStream) Close() error {
 	s.closed = true
 	wrote := s.writeClosed
 	s.mu.Unlock()
-	s.dl.stop()
+	s.deadlines.stop()
 	if !wrote {
 		s.abort()
 		return nil
@@ -232,7 +232,7 @@ func (s *serverStream) opError(op string, err error) error {
 	closed, cut := s.closed, s.cut && !s.aborted
 	s.mu.Unlock()
 	switch {
-	case s.dl.hasExpired():
+	case s.deadlines.hasExpired():
 		return timeoutError(op, s.local, s.remote)
 	case closed:
 		err = net.ErrClosed
@@ -244,21 +244,3 @@ func (s *serverStream) opError(op string, err error) error {
 
 func (s *serverStream) LocalAddr() net.Addr  { return s.local }
 func (s *serverStream) RemoteAddr() net.Addr { return s.remote }
-
-// SetDeadline and friends reset the stream when the deadline expires; see
-// the package documentation.
-func (s *serverStream) SetDeadline(t time.Time) error {
-	s.dl.set(readDir, t)
-	s.dl.set(writeDir, t)
-	return nil
-}
-
-func (s *serverStream) SetReadDeadline(t time.Time) error {
-	s.dl.set(readDir, t)
-	return nil
-}
-
-func (s *serverStream) SetWriteDeadline(t time.Time) error {
-	s.dl.set(writeDir, t)
-	return nil
-}

@@ -398,23 +398,29 @@ func (b *bench) startAgent() error {
 	b.agent, b.agentCh = cmd, ch
 	b.mu.Unlock()
 
+	return waitReady("agent", b.metrics, ch, b.agentLog)
+}
+
+// waitReady polls an agent's /readyz until it answers 200, the agent exits
+// (ch) or 15 s pass; errors carry the tail of its log.
+func waitReady(name, metrics string, ch chan error, logTail func() string) error {
 	cl := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		select {
 		case err := <-ch:
 			ch <- err
-			return fmt.Errorf("agent exited before ready: %v\n%s", err, b.agentLog())
+			return fmt.Errorf("%s exited before ready: %v\n%s", name, err, logTail())
 		default:
 		}
-		if resp, err := cl.Get("http://" + b.metrics + "/readyz"); err == nil {
+		if resp, err := cl.Get("http://" + metrics + "/readyz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("agent not ready after 15s\n%s", b.agentLog())
+			return fmt.Errorf("%s not ready after 15s\n%s", name, logTail())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -228,26 +227,7 @@ func (t *tunnelBench) startAgentProc(ap *agentProc) error {
 	ap.cmd, ap.ch = cmd, ch
 	t.mu.Unlock()
 
-	cl := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		select {
-		case err := <-ch:
-			ch <- err
-			return fmt.Errorf("agent %s exited before ready: %v\n%s", ap.name, err, tailLog(ap.logPath))
-		default:
-		}
-		if resp, err := cl.Get("http://" + ap.metrics + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("agent %s not ready after 15s\n%s", ap.name, tailLog(ap.logPath))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return waitReady("agent "+ap.name, ap.metrics, ch, func() string { return tailLog(ap.logPath) })
 }
 
 func tailLog(path string) string {
