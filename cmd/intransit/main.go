@@ -32,7 +32,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(agentCmd(), statusCmd(), uninstallCmd(), versionCmd(), exampleCmd())
+	root.AddCommand(agentCmd(), statusCmd(), sessionsCmd(), auditCmd(), uninstallCmd(), versionCmd(), exampleCmd())
 	return root
 }
 

@@ -10,10 +10,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/intransit/intransit/pkg/audit"
 	"github.com/intransit/intransit/pkg/auth"
@@ -21,6 +24,8 @@ import (
 	"github.com/intransit/intransit/pkg/identity"
 	"github.com/intransit/intransit/pkg/listener"
 	"github.com/intransit/intransit/pkg/metrics"
+	"github.com/intransit/intransit/pkg/recording"
+	"github.com/intransit/intransit/pkg/redact"
 	"github.com/intransit/intransit/pkg/redirect"
 	"github.com/intransit/intransit/pkg/upstream"
 )
@@ -34,6 +39,7 @@ type ruleState struct {
 	cfg    config.Rule
 	dialer *upstream.Dialer // enforce rules with upstream.tls
 	tunnel *tunnelUpstream  // enforce rules with upstream.tunnel
+	inject *auth.FileSource // rules with inject: the held credential
 }
 
 // state is what a reload swaps atomically.
@@ -41,6 +47,8 @@ type state struct {
 	cfg    *config.Config
 	rules  map[uint32]*ruleState // by datapath rule id
 	tokens auth.TokenSource      // identity.token; nil if none
+	// redactor applies the redaction section to recordings.
+	redactor *redact.Redactor
 }
 
 // Agent is a running intransit agent.
@@ -68,8 +76,16 @@ type Agent struct {
 	inboundAddr net.Addr
 
 	cgroups   *identity.Cgroups
+	workloads *identity.Workloads
+	pods      *identity.Pods // node pod informer (identity.pods)
+	kube      kubernetes.Interface
 	podTokens *identity.PodTokens // identity.token.kubernetes
 	metricsAt net.Addr
+
+	// Session recordings (rules[].record); nil until a rule records.
+	store      *recording.Store
+	storeShape string
+	node       string
 }
 
 // Options are the parts of an agent that tests and the CLI provide.
@@ -103,6 +119,10 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 	a.metrics = metrics.New(ruleNames(cfg))
 	a.metrics.AddRules([]string{unknownRule})
 	a.metrics.SetAuditErrorsSource(a.audit.Errors)
+	if cfg.Metrics.WorkloadLabels {
+		a.metrics.EnableWorkloadLabels()
+	}
+	a.node, _ = os.Hostname()
 	return a, nil
 }
 
@@ -153,12 +173,18 @@ func buildState(cfg *config.Config, prev *state) (*state, error) {
 		return nil, err
 	}
 	st.tokens = tokens
+	if st.redactor, err = redact.New(cfg.RedactPolicy()); err != nil {
+		return nil, fmt.Errorf("redaction: %w", err)
+	}
 	for i, r := range cfg.Rules {
 		id := ruleID(r.Name)
 		if prev, dup := st.rules[id]; dup {
 			return nil, fmt.Errorf("rules[%d].name %q: its internal id collides with rule %q; rename one of them", i, r.Name, prev.cfg.Name)
 		}
 		rs := &ruleState{cfg: r}
+		if rs.inject, err = newInjectSource(r.Inject); err != nil {
+			return nil, fmt.Errorf("rules[%d] (%s).%w", i, r.Name, err)
+		}
 		if r.Mode == config.ModeEnforce && r.Upstream.TLS != nil {
 			d, err := upstream.NewDialer(upstream.Options{
 				TLS:              *r.Upstream.TLS,
@@ -236,10 +262,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	if root, err := redirect.Cgroup2Root(); err == nil {
 		a.cgroups = identity.NewCgroups(root)
 	}
+	if err := a.startPods(ctx, cfg); err != nil {
+		return err
+	}
 	if t := cfg.Identity.Token; t != nil && t.Kubernetes != nil {
 		if err := a.startPodTokens(ctx, t.Kubernetes); err != nil {
 			return err
 		}
+	}
+	var lookup identity.PodLookup
+	if a.pods != nil {
+		lookup = a.pods
+	}
+	a.workloads = identity.NewWorkloads(a.cgroups, lookup, "/proc")
+	if err := a.openStore(cfg); err != nil {
+		return err
 	}
 
 	if cfg.Metrics.Listen != "off" {
@@ -331,6 +368,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	stopInbound()
 	a.drain(10 * time.Second)
 	wg.Wait()
+	if a.store != nil {
+		// Releases the directory lock for the next agent.
+		_ = a.store.Close()
+	}
 	a.audit.Close()
 	return runErr
 }
@@ -389,10 +430,20 @@ func (a *Agent) Reload(cfg *config.Config) error {
 	if inboundShape(cfg.Inbound) != inboundShape(old.Inbound) {
 		restart = append(restart, "inbound.listen/tls/oidc/cgroup")
 	}
+	if a.store != nil && recordingsShape(cfg) != a.storeShape {
+		restart = append(restart, "recordings.dir/maxSessionSize/maxTotalSize/keyFile")
+	}
+	if cfg.Identity.Pods != old.Identity.Pods || cfg.Metrics.WorkloadLabels != old.Metrics.WorkloadLabels {
+		restart = append(restart, "identity.pods/metrics.workloadLabels")
+	}
 	if len(restart) > 0 {
 		return fmt.Errorf("reload refused, keeping the running config: %v change only with a restart", restart)
 	}
 	if a.dp != nil {
+		// A rule that starts recording needs the store before it serves.
+		if err := a.openStore(cfg); err != nil {
+			return fmt.Errorf("reload refused, keeping the running config: %w", err)
+		}
 		if err := a.dp.SetRules(datapathRules(cfg)); err != nil {
 			return fmt.Errorf("reload refused: %w", err)
 		}

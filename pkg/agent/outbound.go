@@ -199,14 +199,42 @@ func unverifiedSubject(tok string) (sub, iss string) {
 // startPodTokens runs the node's pod informer and the TokenRequest source
 // when identity.token.kubernetes is configured.
 func (a *Agent) startPodTokens(ctx context.Context, k *config.KubernetesToken) error {
+	if a.pods == nil {
+		if err := a.startPodInformer(ctx); err != nil {
+			return fmt.Errorf("identity.token.kubernetes: %w", err)
+		}
+	}
+	a.podTokens = identity.NewPodTokens(a.pods, a.cgroups, auth.NewKubernetesSource(a.kube, k.Audience, k.TTL.Duration))
+	return nil
+}
+
+// startPods runs the node's pod informer for workload identity
+// (identity.pods): auto starts it when running inside a cluster.
+func (a *Agent) startPods(ctx context.Context, cfg *config.Config) error {
+	switch cfg.Identity.Pods {
+	case config.PodsOff:
+		return nil
+	case config.PodsAuto:
+		// The variable every pod gets from the kubelet.
+		if os.Getenv("KUBERNETES_SERVICE_HOST") == "" {
+			return nil
+		}
+	}
+	if err := a.startPodInformer(ctx); err != nil {
+		return fmt.Errorf("identity.pods: %w", err)
+	}
+	return nil
+}
+
+func (a *Agent) startPodInformer(ctx context.Context) error {
 	client, node, err := identity.InCluster()
 	if err != nil {
-		return fmt.Errorf("identity.token.kubernetes: %w", err)
+		return err
 	}
 	pods := identity.NewPods(client, node, a.log)
 	if err := pods.Start(ctx); err != nil {
-		return fmt.Errorf("identity.token.kubernetes: watch pods on node %s: %w", node, err)
+		return fmt.Errorf("watch pods on node %s: %w", node, err)
 	}
-	a.podTokens = identity.NewPodTokens(pods, a.cgroups, auth.NewKubernetesSource(client, k.Audience, k.TTL.Duration))
+	a.kube, a.pods = client, pods
 	return nil
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/netip"
@@ -42,10 +43,28 @@ func (s *Session) abort() {
 	}
 }
 
+// processOf is the workload behind a connect: the kernel's account (pid,
+// comm, uid, cgroup) joined with what the agent resolves (executable,
+// cgroup path, container, pod).
 func (a *Agent) processOf(o redirect.Orig) *audit.Process {
-	return &audit.Process{
+	p := &audit.Process{
 		PID: o.PID, TGID: o.PID, Comm: o.Comm, UID: o.UID, GID: o.GID,
-		Cgroup: o.CgroupID, CgroupPath: a.cgroups.Path(o.CgroupID),
+		Cgroup: o.CgroupID,
+	}
+	if a.workloads != nil {
+		a.workloads.Resolve(p)
+	} else {
+		p.CgroupPath = a.cgroups.Path(o.CgroupID)
+	}
+	return p
+}
+
+// countConnection counts a connection by rule and verdict, and by workload
+// when metrics.workloadLabels is on.
+func (a *Agent) countConnection(rule string, v audit.Verdict, p *audit.Process) {
+	a.metrics.Connections.WithLabelValues(rule, string(v)).Inc()
+	if w := a.metrics.WorkloadConnections; w != nil {
+		w.WithLabelValues(rule, string(v), workloadLabel(p)).Inc()
 	}
 }
 
@@ -102,8 +121,21 @@ func (a *Agent) handle(c *net.TCPConn, o redirect.Orig) {
 		return
 	}
 	ev.Verdict = audit.VerdictUpgraded
+	var peerCert []byte
+	if cs, ok := up.(interface{ ConnectionState() tls.ConnectionState }); ok {
+		if pcs := cs.ConnectionState().PeerCertificates; len(pcs) > 0 {
+			peerCert = pcs[0].Raw
+		}
+	}
+	hooks, rec, err := a.sessionHooks(st, rs, ev, start, peerCert)
+	if err != nil {
+		up.Close()
+		ev.Verdict, ev.Reason = audit.VerdictError, err.Error()
+		a.fail(c, ev, metrics.ReasonRecording)
+		return
+	}
 	a.audit.Log(ev)
-	a.metrics.Connections.WithLabelValues(rs.cfg.Name, string(audit.VerdictUpgraded)).Inc()
+	a.countConnection(rs.cfg.Name, audit.VerdictUpgraded, ev.Process)
 
 	s := &Session{
 		ID: ev.Session, Rule: rs.cfg.Name, Source: src, Destination: o.Destination,
@@ -113,7 +145,7 @@ func (a *Agent) handle(c *net.TCPConn, o redirect.Orig) {
 	a.track(s, true)
 	active := a.metrics.ActiveSessions.WithLabelValues(rs.cfg.Name)
 	active.Inc()
-	stats, relayErr := relay.Relay(c, up, st.cfg.Proxy.IdleTimeout.Duration)
+	stats, relayErr := relay.RelayWith(c, up, st.cfg.Proxy.IdleTimeout.Duration, hooks)
 	active.Dec()
 	a.track(s, false)
 
@@ -129,6 +161,7 @@ func (a *Agent) handle(c *net.TCPConn, o redirect.Orig) {
 	if relayErr != nil {
 		end.Reason = relayErr.Error()
 	}
+	a.finishRecording(rec, end, stats, relayErr)
 	a.audit.Log(end)
 }
 
@@ -147,7 +180,7 @@ func (a *Agent) fail(c *net.TCPConn, ev audit.Event, reason string) {
 	_ = c.SetLinger(0)
 	c.Close()
 	a.audit.Log(ev)
-	a.metrics.Connections.WithLabelValues(ev.Rule, string(ev.Verdict)).Inc()
+	a.countConnection(ev.Rule, ev.Verdict, ev.Process)
 	a.metrics.UpstreamErrors.WithLabelValues(ev.Rule, reason).Inc()
 }
 
@@ -188,18 +221,19 @@ func (a *Agent) onEvent(e redirect.Event) {
 	if rs := a.state.Load().rules[e.RuleID]; rs != nil {
 		rule, mode = rs.cfg.Name, string(rs.cfg.Mode)
 	}
+	p := a.processOf(e.Orig)
 	a.audit.Log(audit.Event{
 		Event:        audit.EventConnect,
 		Verdict:      v,
 		Rule:         rule,
 		Mode:         mode,
 		Destination:  e.Destination.String(),
-		Process:      a.processOf(e.Orig),
+		Process:      p,
 		NetnsCookie:  e.NetnsCookie,
 		SocketCookie: e.SocketCookie,
 		Reason:       reason,
 	})
-	a.metrics.Connections.WithLabelValues(rule, string(v)).Inc()
+	a.countConnection(rule, v, p)
 }
 
 func derefTLS(t *audit.TLSInfo) audit.TLSInfo {

@@ -72,9 +72,28 @@ type Session struct {
 	TLS         string    `json:"tls"`
 }
 
+// Recordings tells the CLI where the agent keeps session recordings, so it
+// reads them directly (it runs as root on the same host), and which are
+// still being written.
+type Recordings struct {
+	Dir     string   `json:"dir"`
+	KeyFile string   `json:"keyFile,omitempty"`
+	Active  []string `json:"active"` // ids of sessions still open
+}
+
+// Backend is what the agent provides to the API.
+type Backend interface {
+	Status() Status
+	Recordings() (Recordings, error)
+	// AuditRecent returns the last audit lines; AuditSubscribe follows new
+	// ones until cancel is called (slow readers lose lines, counted).
+	AuditRecent() [][]byte
+	AuditSubscribe() (<-chan []byte, func())
+}
+
 // Serve listens on the unix socket (mode 0600: only root talks to the agent)
-// and serves status until ctx is done.
-func Serve(ctx context.Context, socket string, status func() Status, log *slog.Logger) (stop func(), err error) {
+// and serves the API until ctx is done.
+func Serve(ctx context.Context, socket string, b Backend, log *slog.Logger) (stop func(), err error) {
 	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil {
 		return nil, fmt.Errorf("api.socket %q: %w", socket, err)
 	}
@@ -96,10 +115,18 @@ func Serve(ctx context.Context, socket string, status func() Status, log *slog.L
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(status())
+		writeJSON(w, b.Status())
+	})
+	mux.HandleFunc("GET /v1/recordings", func(w http.ResponseWriter, _ *http.Request) {
+		r, err := b.Recordings()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		writeJSON(w, r)
+	})
+	mux.HandleFunc("GET /v1/audit", func(w http.ResponseWriter, r *http.Request) {
+		serveAudit(w, r, b)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
@@ -115,30 +142,130 @@ func Serve(ctx context.Context, socket string, status func() Status, log *slog.L
 	}, nil
 }
 
-// GetStatus asks the agent behind socket for its status.
-func GetStatus(ctx context.Context, socket string) (Status, error) {
-	c := &http.Client{Transport: &http.Transport{
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// serveAudit writes the recent audit lines, then with follow=true streams
+// new ones as JSON lines until the client goes away.
+func serveAudit(w http.ResponseWriter, r *http.Request, b Backend) {
+	follow := r.URL.Query().Get("follow") == "true"
+	var sub <-chan []byte
+	cancel := func() {}
+	if follow {
+		// Subscribe before reading the ring so no line falls in between.
+		sub, cancel = b.AuditSubscribe()
+	}
+	defer cancel()
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	for _, l := range b.AuditRecent() {
+		if _, err := w.Write(l); err != nil {
+			return
+		}
+	}
+	if !follow {
+		return
+	}
+	fl, _ := w.(http.Flusher)
+	if fl != nil {
+		fl.Flush()
+	}
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case l, ok := <-sub:
+			if !ok {
+				return
+			}
+			if _, err := w.Write(l); err != nil {
+				return
+			}
+			if fl != nil {
+				fl.Flush()
+			}
+		}
+	}
+}
+
+// Client talks to the agent behind a socket.
+type Client struct {
+	socket string
+	hc     *http.Client
+}
+
+// NewClient returns a client for the agent's socket.
+func NewClient(socket string) *Client {
+	return &Client{socket: socket, hc: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", socket)
 		},
-	}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://intransit/v1/status", nil)
+	}}}
+}
+
+// get performs GET path; the caller closes the body.
+func (c *Client) get(ctx context.Context, path string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://intransit"+path, nil)
 	if err != nil {
-		return Status{}, err
+		return nil, err
 	}
-	resp, err := c.Do(req)
+	resp, err := c.hc.Do(req)
 	if err != nil {
-		return Status{}, fmt.Errorf("reach the agent at %s: %w", socket, err)
+		return nil, fmt.Errorf("reach the agent at %s: %w", c.socket, err)
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return Status{}, fmt.Errorf("agent status: %s: %s", resp.Status, b)
+		resp.Body.Close()
+		return nil, fmt.Errorf("agent %s: %s: %s", path, resp.Status, b)
 	}
+	return resp, nil
+}
+
+func (c *Client) getJSON(ctx context.Context, path string, v any) error {
+	resp, err := c.get(ctx, path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("decode agent %s: %w", path, err)
+	}
+	return nil
+}
+
+// Status asks the agent for its status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
 	var s Status
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		return Status{}, fmt.Errorf("decode agent status: %w", err)
+	err := c.getJSON(ctx, "/v1/status", &s)
+	return s, err
+}
+
+// Recordings asks the agent where its recordings are.
+func (c *Client) Recordings(ctx context.Context) (Recordings, error) {
+	var r Recordings
+	err := c.getJSON(ctx, "/v1/recordings", &r)
+	return r, err
+}
+
+// Audit returns the audit stream: the recent lines, then with follow the
+// new ones until ctx ends. The caller closes it.
+func (c *Client) Audit(ctx context.Context, follow bool) (io.ReadCloser, error) {
+	path := "/v1/audit"
+	if follow {
+		path += "?follow=true"
 	}
-	return s, nil
+	resp, err := c.get(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+// GetStatus asks the agent behind socket for its status.
+func GetStatus(ctx context.Context, socket string) (Status, error) {
+	return NewClient(socket).Status(ctx)
 }

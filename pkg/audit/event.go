@@ -43,6 +43,53 @@ type Process struct {
 	GID        uint32 `json:"gid"`
 	Cgroup     uint64 `json:"cgroup"`
 	CgroupPath string `json:"cgroup_path,omitempty"`
+	// Exe is the executable path (/proc/PID/exe), Unknown if the process
+	// was gone or hidden when the connect was handled.
+	Exe string `json:"exe,omitempty"`
+	// Container is set when the cgroup path is a container runtime's.
+	Container *Container `json:"container,omitempty"`
+	// Pod is set when the cgroup path is a Kubernetes pod's; fields the
+	// agent could not look up are Unknown.
+	Pod *Pod `json:"pod,omitempty"`
+}
+
+// Unknown marks an identity field that could not be resolved. It is never
+// replaced by a guess.
+const Unknown = "unknown"
+
+// Container is the container a process runs in, from its cgroup path.
+type Container struct {
+	Runtime string `json:"runtime"` // containerd, cri-o, docker, podman
+	ID      string `json:"id"`
+}
+
+// Pod is the Kubernetes pod a process runs in.
+type Pod struct {
+	Namespace      string            `json:"namespace"`
+	Name           string            `json:"name"`
+	UID            string            `json:"uid"`
+	ServiceAccount string            `json:"service_account"`
+	Labels         map[string]string `json:"labels,omitempty"`
+}
+
+// Workload names the process's workload in one string for filters and
+// labels: "pod/NS/NAME", "container/RUNTIME/ID12", "cgroup/PATH" or Unknown.
+func (p *Process) Workload() string {
+	switch {
+	case p == nil:
+		return Unknown
+	case p.Pod != nil && p.Pod.Name != Unknown:
+		return "pod/" + p.Pod.Namespace + "/" + p.Pod.Name
+	case p.Container != nil:
+		id := p.Container.ID
+		if len(id) > 12 {
+			id = id[:12]
+		}
+		return "container/" + p.Container.Runtime + "/" + id
+	case p.CgroupPath != "":
+		return "cgroup" + p.CgroupPath
+	}
+	return Unknown
 }
 
 // TLSInfo describes the upstream TLS session.
@@ -117,10 +164,11 @@ func NewSessionID() string {
 // the encoder, and the caller's Process/TLS structs are never mutated.
 func sanitize(e Event) Event {
 	e.Reason = validUTF8(e.Reason)
-	if p := e.Process; p != nil && (!utf8.ValidString(p.Comm) || !utf8.ValidString(p.CgroupPath)) {
+	if p := e.Process; p != nil && (!utf8.ValidString(p.Comm) || !utf8.ValidString(p.CgroupPath) || !utf8.ValidString(p.Exe)) {
 		c := *p
 		c.Comm = validUTF8(c.Comm)
 		c.CgroupPath = validUTF8(c.CgroupPath)
+		c.Exe = validUTF8(c.Exe)
 		e.Process = &c
 	}
 	if t := e.TLS; t != nil && (!utf8.ValidString(t.ServerName) || !utf8.ValidString(t.PeerSubject)) {

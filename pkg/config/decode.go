@@ -48,6 +48,14 @@ func decode(data []byte) (*Config, any, []error) {
 	if v, ok := lookup(raw, "metrics", "listen"); ok && v == false {
 		c.Metrics.Listen = MetricsOff
 	}
+	if v, ok := lookup(raw, "identity", "pods"); ok {
+		switch v {
+		case false:
+			c.Identity.Pods = PodsOff
+		case true:
+			c.Identity.Pods = PodsOn
+		}
+	}
 	return c, raw, nil
 }
 
@@ -67,7 +75,10 @@ func trimYAMLError(err error) error {
 	return errors.New(strings.Join(lines, "\n"))
 }
 
-var durationType = reflect.TypeFor[Duration]()
+var (
+	durationType = reflect.TypeFor[Duration]()
+	sizeType     = reflect.TypeFor[Size]()
+)
 
 // checkShape compares the generic document v against the Go type t that
 // encoding/json would decode it into.
@@ -91,6 +102,20 @@ func checkShape(t reflect.Type, v any, path string, errs *[]error) {
 		}
 		if _, err := time.ParseDuration(s); err != nil {
 			*errs = append(*errs, fmt.Errorf("%s: %q is not a duration such as \"10s\" or \"1m30s\"", path, s))
+		}
+	case t == sizeType:
+		var err error
+		switch x := v.(type) {
+		case json.Number:
+			_, err = ParseSize(string(x))
+		case string:
+			_, err = ParseSize(x)
+		default:
+			bad(`a size such as "64MiB"`)
+			return
+		}
+		if err != nil {
+			*errs = append(*errs, fmt.Errorf("%s: %w", path, err))
 		}
 	case t.Kind() == reflect.Pointer:
 		checkShape(t.Elem(), v, path, errs)
@@ -142,6 +167,9 @@ func checkShape(t reflect.Type, v any, path string, errs *[]error) {
 		case bool:
 			if path == "metrics.listen" && v == false {
 				return // unquoted off
+			}
+			if path == "identity.pods" {
+				return // unquoted on/off, decoded as written
 			}
 			bad("a string (quote yes/no/on/off/true/false)")
 		default:

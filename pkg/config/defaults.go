@@ -39,6 +39,7 @@ func (c *Config) SetDefaults() {
 	setZero(&c.Audit.File, DefaultAuditFile)
 	setZero(&c.Metrics.Listen, DefaultMetricsListen)
 	setZero(&c.API.Socket, DefaultAPISocket)
+	c.setRecordingDefaults()
 	for i := range c.Rules {
 		if t := c.Rules[i].Upstream.Tunnel; t != nil {
 			setZero(&t.Port, DefaultTunnelPort)

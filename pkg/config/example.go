@@ -50,6 +50,11 @@ metrics:
   # Prometheus /metrics and health endpoint as host:port, or "off".
   # Default: 127.0.0.1:9464
   listen: 127.0.0.1:9464
+  # Also count connections by workload in
+  # intransit_workload_connections_total{rule,verdict,workload}: a pod's
+  # namespace/serviceaccount, a container runtime, a systemd unit, "host".
+  # Default: false (label cardinality).
+  workloadLabels: false
 
 api:
   # Unix socket the intransit CLI talks to. Default: /run/intransit/api.sock
@@ -60,6 +65,10 @@ api:
 # Default: none; tunnel rules then need a client certificate
 # (upstream.tunnel.certFile and keyFile).
 identity:
+  # Resolve workloads to Kubernetes pods (namespace, name, uid, service
+  # account, labels) with an informer on this node's pods: auto when running
+  # in a cluster, on, off. Default: auto
+  pods: auto
   # Exactly one token source:
   #   file: a token file, re-read whenever it changes (a Kubernetes projected
   #     service-account token, or a token written by another agent). If it
@@ -105,6 +114,37 @@ identity:
 #    # The peer agent's inbound address, IP:port (an IP literal). Required.
 #    address: 192.0.2.10:15008
 
+# Session recordings (rules[].record). Each recording is an append-only file
+# of hash-chained chunks closed by a seal (docs/recording-format.md); files
+# are 0600 in a 0700 directory, readable with intransit sessions.
+recordings:
+  # Absolute path, created if missing. Default: /var/lib/intransit/recordings
+  dir: /var/lib/intransit/recordings
+  # Cap per recording; beyond it the session goes on and its stream bytes are
+  # no longer recorded (the recording says so). At least 256KiB.
+  # Default: 64MiB
+  maxSessionSize: 64MiB
+  # Cap for the directory; the oldest recordings are deleted first.
+  # Default: 1GiB
+  maxTotalSize: 1GiB
+  # When a recording cannot be written (disk full, read-only): continue (the
+  # session goes on unrecorded, and an audit event says so) or close (the
+  # session is ended). Default: continue
+  onError: continue
+  # HMAC key (at least 16 bytes) for the hash chain. Keep it outside dir:
+  # without a key, whoever can rewrite recordings can recompute the chain.
+  # Default: none (SHA-256 chain, plus the seal index).
+  #keyFile: /etc/intransit/recording.key
+
+# What is masked before anything is recorded. Each list replaces its default.
+redaction:
+  # Header names whose values are masked.
+  headers: [Authorization, Proxy-Authorization, Cookie, Set-Cookie, X-Api-Key]
+  # JSON keys (any depth) and form/query fields whose values are masked.
+  jsonFields: [password, secret, token, api_key, apiKey, access_token, refresh_token, client_secret]
+  # Built-in patterns applied to everything (headers, bodies, raw streams).
+  patterns: [bearer, basic, jwt, aws-access-key, aws-secret-key, private-key]
+
 # Rules select plaintext connects. At least one is required, and a given
 # (port, destination prefix) may appear in only one rule.
 rules:
@@ -134,6 +174,17 @@ rules:
         # neither. Default: none.
         #certFile: /etc/intransit/client.pem
         #keyFile: /etc/intransit/client-key.pem
+    # off, metadata (a record per session: workload, destinations, TLS,
+    # bytes, verdict) or full (both byte streams too, per HTTP exchange,
+    # redacted). Enforce rules only. Default: off
+    record: metadata
+    # A credential the agent adds to every HTTP/1.x request, replacing any
+    # the client sent, so the workload never holds it; connections that are
+    # not HTTP/1.x are closed. valueFile holds the whole header value and is
+    # re-read when it changes. Enforce rules only. Default: none.
+    #inject:
+    #  header: Authorization
+    #  valueFile: /etc/intransit/executor-token
 
   - # Record, but do not touch, plaintext connects to Postgres anywhere.
     name: postgres

@@ -55,6 +55,7 @@ func (c *Config) checkRules(p *problems) {
 		r.Prefixes = checkDestinations(p, key, r.Destinations) // before checkPorts, which reads it
 		ports := c.checkPorts(p, key, r, metricsPort, inboundPort, inboundHost)
 		c.checkModeUpstream(p, key, r)
+		checkRecordInject(p, key, r)
 
 		// The same (port, prefix) in two rules leaves the kernel to pick one.
 		sels := r.Prefixes

@@ -34,6 +34,50 @@ type Config struct {
 	Peers []Peer `json:"peers,omitempty"`
 	// Inbound is the executor side of tunnels; nil when this host runs none.
 	Inbound *Inbound `json:"inbound,omitempty"`
+
+	// Recordings is where session recordings go (rules[].record).
+	Recordings Recordings `json:"recordings"`
+	// Redaction is applied to everything recorded, before it reaches disk.
+	Redaction Redaction `json:"redaction"`
+}
+
+// Recordings configures the session recording store.
+type Recordings struct {
+	Dir string `json:"dir,omitempty"` // default /var/lib/intransit/recordings; created 0700
+	// MaxSessionSize caps one recording; beyond it the session goes on with
+	// its stream bytes no longer recorded (the recording says so).
+	MaxSessionSize Size `json:"maxSessionSize,omitempty"` // default 64MiB
+	// MaxTotalSize caps the directory; the oldest recordings are evicted.
+	MaxTotalSize Size `json:"maxTotalSize,omitempty"` // default 1GiB
+	// OnError is what a recorded session does when its recording cannot be
+	// written (disk full, read-only): continue unrecorded (and audited), or
+	// close the session.
+	OnError string `json:"onError,omitempty"` // continue (default) | close
+	// KeyFile holds an HMAC key for the hash chain. Keep it away from the
+	// recordings (e.g. a Kubernetes secret): without it, whoever can write the
+	// recordings can also recompute an unkeyed chain.
+	KeyFile string `json:"keyFile,omitempty"`
+}
+
+// Recording error policies (recordings.onError).
+const (
+	OnErrorContinue = "continue"
+	OnErrorClose    = "close"
+)
+
+// Redaction lists what is masked in recordings. Each list replaces its
+// default when set.
+type Redaction struct {
+	Headers    []string `json:"headers,omitempty"`    // default Authorization, Proxy-Authorization, Cookie, Set-Cookie, X-Api-Key
+	JSONFields []string `json:"jsonFields,omitempty"` // default password, secret, token, api_key, apiKey, access_token, refresh_token, client_secret
+	Patterns   []string `json:"patterns,omitempty"`   // default: every built-in pattern
+}
+
+// Inject is a credential the agent adds to each HTTP request of a rule's
+// connections, so the workload never holds it.
+type Inject struct {
+	Header    string `json:"header"`    // e.g. Authorization
+	ValueFile string `json:"valueFile"` // the whole header value, e.g. "Bearer ..."; re-read when it changes
 }
 
 // BPF configures the kernel side.
@@ -68,6 +112,10 @@ type Audit struct {
 // Metrics configures the Prometheus and health endpoint.
 type Metrics struct {
 	Listen string `json:"listen,omitempty"` // default 127.0.0.1:9464; "off" disables
+	// WorkloadLabels adds intransit_workload_connections_total with a
+	// workload label (pod namespace/service account, container runtime,
+	// or systemd unit): off by default for cardinality.
+	WorkloadLabels bool `json:"workloadLabels,omitempty"`
 }
 
 // API configures the local unix-socket API used by the CLI.
@@ -82,6 +130,12 @@ type Rule struct {
 	Destinations []string `json:"destinations,omitempty"`
 	Mode         Mode     `json:"mode"`
 	Upstream     Upstream `json:"upstream"`
+	// Record is off (default), metadata (a record per session) or full
+	// (both byte streams too, redacted). Enforce rules only.
+	Record string `json:"record,omitempty"`
+	// Inject adds a held credential to every HTTP/1.x request (enforce
+	// rules only); non-HTTP connections are closed.
+	Inject *Inject `json:"inject,omitempty"`
 
 	// Prefixes is Destinations parsed (IPv4 prefixes stay IPv4); filled by Load.
 	Prefixes []netip.Prefix `json:"-"`
@@ -135,6 +189,9 @@ func (t Tunnel) Equal(u Tunnel) bool {
 
 // Identity configures how this host's workloads authenticate to peer agents.
 type Identity struct {
+	// Pods resolves workloads to Kubernetes pods with an informer on this
+	// node's pods: auto (default) when running in a cluster, on, off.
+	Pods string `json:"pods,omitempty"`
 	// Token is the workload token sent with each tunnelled connection; nil
 	// sends none (tunnel rules then need a client certificate).
 	Token *TokenSource `json:"token,omitempty"`

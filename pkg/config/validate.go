@@ -49,6 +49,7 @@ func (c *Config) validate() []error {
 	c.checkPeers(&p)
 	c.checkRules(&p)
 	c.checkInbound(&p)
+	c.checkRecordings(&p)
 	return p
 }
 

@@ -1,11 +1,12 @@
 // Package identity turns what the kernel reports about a connecting process
-// into names people use: the cgroup id becomes the cgroup path (and, in later
-// work, the container and pod).
+// into names people use: the cgroup id becomes the cgroup path, the
+// container and the Kubernetes pod, the pid the executable (Workloads).
 package identity
 
 import (
 	"io/fs"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -79,4 +80,26 @@ func (c *Cgroups) walk() {
 		}
 		return nil
 	})
+}
+
+// learn records rel, a process's cgroup path as /proc/PID/cgroup gives it,
+// as the path of id if the directory there is cgroup id. It finds cgroups
+// made since the last walk without waiting for the next one, and does not
+// trust rel: only the inode decides.
+func (c *Cgroups) learn(id uint64, rel string) bool {
+	// A path outside this cgroup namespace ("/../..") or not clean cannot
+	// be joined to the root.
+	if c == nil || id == 0 || !strings.HasPrefix(rel, "/") || filepath.Clean(rel) != rel {
+		return false
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(c.root, rel), &st); err != nil || st.Ino != id {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.paths) < maxCgroups {
+		c.paths[id] = rel
+	}
+	return true
 }

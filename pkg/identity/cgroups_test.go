@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-func inode(t *testing.T, p string) uint64 {
+func inode(t testing.TB, p string) uint64 {
 	t.Helper()
 	var st syscall.Stat_t
 	if err := syscall.Stat(p, &st); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -15,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/intransit/intransit/pkg/audit"
 	"github.com/intransit/intransit/pkg/auth"
 )
 
@@ -67,19 +69,50 @@ func (p *Pods) Start(ctx context.Context) error {
 // not found: their cgroups carry the kubelet's hash, not the mirror pod's
 // UID, and they cannot have a service account anyway.
 func (p *Pods) ByUID(uid string) (auth.PodRef, bool) {
-	objs, err := p.informer.GetIndexer().ByIndex(uidIndex, uid)
-	if err != nil || len(objs) == 0 {
-		return auth.PodRef{}, false
-	}
-	pod, ok := objs[0].(*corev1.Pod)
+	pod, ok := p.byUID(uid)
 	if !ok {
 		return auth.PodRef{}, false
 	}
-	sa := pod.Spec.ServiceAccountName
-	if sa == "" {
-		sa = defaultServiceAccount
+	return auth.PodRef{Namespace: pod.Namespace, Name: pod.Name, UID: string(pod.UID), ServiceAccount: serviceAccount(pod)}, true
+}
+
+// PodByUID is ByUID for the audit trail: the pod's identity and labels. The
+// labels are a copy, so callers may keep or change them. A nil Pods finds
+// nothing, so a nil *Pods can stand for "off Kubernetes" in a PodLookup.
+func (p *Pods) PodByUID(uid string) (audit.Pod, bool) {
+	pod, ok := p.byUID(uid)
+	if !ok {
+		return audit.Pod{}, false
 	}
-	return auth.PodRef{Namespace: pod.Namespace, Name: pod.Name, UID: string(pod.UID), ServiceAccount: sa}, true
+	return audit.Pod{
+		Namespace:      pod.Namespace,
+		Name:           pod.Name,
+		UID:            string(pod.UID),
+		ServiceAccount: serviceAccount(pod),
+		Labels:         maps.Clone(pod.Labels),
+	}, true
+}
+
+// byUID looks uid up in the informer's cache. The pod is the cache's own
+// object: read it, never change it.
+func (p *Pods) byUID(uid string) (*corev1.Pod, bool) {
+	if p == nil {
+		return nil, false
+	}
+	objs, err := p.informer.GetIndexer().ByIndex(uidIndex, uid)
+	if err != nil || len(objs) == 0 {
+		return nil, false
+	}
+	pod, ok := objs[0].(*corev1.Pod)
+	return pod, ok
+}
+
+// serviceAccount is the pod's service account, as the API server defaults it.
+func serviceAccount(pod *corev1.Pod) string {
+	if pod.Spec.ServiceAccountName == "" {
+		return defaultServiceAccount
+	}
+	return pod.Spec.ServiceAccountName
 }
 
 // indexUID indexes this node's pods by UID. The API server already filters

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/intransit/intransit/pkg/audit"
 	"github.com/intransit/intransit/pkg/auth"
 )
 
@@ -30,7 +32,7 @@ func newPod(ns, name, uid, node, sa string) *corev1.Pod {
 }
 
 // startPods starts a Pods on testNode over client, stopped when t ends.
-func startPods(t *testing.T, client *fake.Clientset) *Pods {
+func startPods(t testing.TB, client *fake.Clientset) *Pods {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -186,4 +188,83 @@ func TestPodsStartNeedsNode(t *testing.T) {
 	if err := p.Start(context.Background()); err == nil {
 		t.Fatal("Start with no node name succeeded")
 	}
+}
+
+func TestPodByUIDFollowsInformer(t *testing.T) {
+	labelled := func(p *corev1.Pod, labels map[string]string) *corev1.Pod {
+		p.Labels = labels
+		return p
+	}
+	client := fake.NewClientset(
+		labelled(newPod("agents", "planner-0", uidPlanner, testNode, "planner"), map[string]string{"app": "planner", "tier": "agents"}),
+		newPod("agents", "worker-0", uidWorker, testNode, ""),
+		labelled(newPod("agents", "planner-1", uidElsewhere, "node-b", "planner"), map[string]string{"app": "planner"}),
+	)
+	p := startPods(t, client)
+	var lookup PodLookup = p // Pods is what Workloads takes
+
+	want := audit.Pod{Namespace: "agents", Name: "planner-0", UID: uidPlanner, ServiceAccount: "planner",
+		Labels: map[string]string{"app": "planner", "tier": "agents"}}
+	got, ok := lookup.PodByUID(uidPlanner)
+	if !ok || !reflect.DeepEqual(got, want) {
+		t.Fatalf("PodByUID(planner) = %+v, %v; want %+v", got, ok, want)
+	}
+	// The labels are a copy: changing them leaves the informer's cache alone.
+	got.Labels["app"] = "changed"
+	if again, _ := lookup.PodByUID(uidPlanner); again.Labels["app"] != "planner" {
+		t.Errorf("changing returned labels changed the cache: %v", again.Labels)
+	}
+	if got, ok := lookup.PodByUID(uidWorker); !ok || got.ServiceAccount != "default" || got.Labels != nil {
+		t.Errorf("PodByUID(worker) = %+v, %v; want service account \"default\", no labels", got, ok)
+	}
+	if got, ok := lookup.PodByUID(uidElsewhere); ok {
+		t.Errorf("pod on another node found: %+v", got)
+	}
+	if _, ok := lookup.PodByUID("no-such-uid"); ok {
+		t.Error("unknown uid found")
+	}
+
+	// A label change and a deletion reach the lookup.
+	ctx := context.Background()
+	pods := client.CoreV1().Pods("agents")
+	relabelled := labelled(newPod("agents", "planner-0", uidPlanner, testNode, "planner"), map[string]string{"app": "planner", "tier": "gold"})
+	if _, err := pods.Update(ctx, relabelled, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the label change", func() bool { got, _ := lookup.PodByUID(uidPlanner); return got.Labels["tier"] == "gold" })
+	if err := pods.Delete(ctx, "planner-0", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the deletion", func() bool { _, ok := lookup.PodByUID(uidPlanner); return !ok })
+	if _, ok := lookup.PodByUID(uidWorker); !ok {
+		t.Error("deleting one pod dropped another")
+	}
+}
+
+// Workloads with the real informer: a connection from a pod's container
+// is attributed to the pod, and to an unknown pod once it is deleted.
+func TestResolveWithPodsInformer(t *testing.T) {
+	client := fake.NewClientset(func() *corev1.Pod {
+		p := newPod("agents", "planner-0", uidPlanner, testNode, "planner")
+		p.Labels = map[string]string{"app": "planner"}
+		return p
+	}())
+	f := newWorkloadsFixture(t)
+	w := NewWorkloads(f.cgroups, startPods(t, client), f.proc)
+	f.process(t, 100, "/usr/bin/curl", f.paths["planner"])
+
+	p := &audit.Process{PID: 100, Cgroup: f.ids["planner"]}
+	w.Resolve(p)
+	if !reflect.DeepEqual(p.Pod, &plannerPod) || p.Exe != "/usr/bin/curl" || p.Workload() != "pod/agents/planner-0" {
+		t.Fatalf("Resolve: %s (workload %s)", dump(p), p.Workload())
+	}
+	if err := client.CoreV1().Pods("agents").Delete(context.Background(), "planner-0", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := &audit.Pod{Namespace: audit.Unknown, Name: audit.Unknown, UID: uidPlanner, ServiceAccount: audit.Unknown}
+	eventually(t, "the deletion", func() bool {
+		p := &audit.Process{PID: 100, Cgroup: f.ids["planner"]}
+		w.Resolve(p)
+		return reflect.DeepEqual(p.Pod, want)
+	})
 }

@@ -24,10 +24,14 @@ const (
 // (removed or changed by a reload).
 const ReasonNoRule = "no_rule"
 
+// ReasonRecording labels a session refused because its recording could not
+// start under recordings.onError: close.
+const ReasonRecording = "recording_error"
+
 // UpstreamErrorReasons returns every reason label value: upstream.Reason's
 // fixed set plus ReasonNoRule, so the label stays low-cardinality.
 func UpstreamErrorReasons() []string {
-	return append(upstream.Reasons(), ReasonNoRule)
+	return append(upstream.Reasons(), ReasonNoRule, ReasonRecording)
 }
 
 // Metrics holds intransit's collectors, registered on their own Registry.
@@ -40,6 +44,12 @@ type Metrics struct {
 	SessionSeconds   *prometheus.HistogramVec // {rule}
 	EventsLost       prometheus.Counter
 	Registry         *prometheus.Registry
+
+	Recordings      *prometheus.CounterVec // {rule,level}
+	RecordingErrors *prometheus.CounterVec // {rule,action}
+	// WorkloadConnections is nil unless EnableWorkloadLabels ran.
+	WorkloadConnections *prometheus.CounterVec // {rule,verdict,workload}
+	recordings          recordingMetrics
 
 	auditErrors atomic.Pointer[func() uint64]
 	mapFill     *mapFillCollector
@@ -101,6 +111,7 @@ func New(rules []string) *Metrics {
 		m.Connections, m.Bytes, m.ActiveSessions, m.HandshakeSeconds,
 		m.UpstreamErrors, m.SessionSeconds, m.EventsLost, auditErrors, m.mapFill,
 	)
+	m.registerRecordings()
 	m.AddRules(rules)
 	return m
 }
@@ -122,6 +133,8 @@ func (m *Metrics) AddRules(rules []string) {
 		m.ActiveSessions.WithLabelValues(r)
 		m.HandshakeSeconds.WithLabelValues(r)
 		m.SessionSeconds.WithLabelValues(r)
+		m.RecordingErrors.WithLabelValues(r, "continue")
+		m.RecordingErrors.WithLabelValues(r, "close")
 	}
 }
 

@@ -52,13 +52,36 @@ type Stats struct {
 // Relay uses the calling goroutine and one more, and returns only after both
 // have finished. The error is nil when both directions ended cleanly.
 func Relay(client, upstream net.Conn, idle time.Duration) (Stats, error) {
-	r := &relay{client: client, upstream: upstream}
+	return RelayWith(client, upstream, idle, nil)
+}
+
+// Hooks observe or rewrite relayed bytes: session recording and credential
+// injection. Each direction calls its hooks from its own goroutine.
+type Hooks struct {
+	// ClientTransform rewrites what the client sends before it goes
+	// upstream, appending the bytes to forward to dst. An error ends the
+	// relay at once (fail closed): nothing more is forwarded.
+	ClientTransform func(dst, p []byte) ([]byte, error)
+	// ClientEOF runs when the client's stream ends, before the half-close
+	// is passed on; an error ends the relay (a transform holding an
+	// incomplete request, say).
+	ClientEOF func() error
+	// Tap sees the bytes of each direction just before they are written
+	// (client->upstream after ClientTransform), so a response is never
+	// seen before its request. An error ends the relay unwritten.
+	Tap func(toUpstream bool, p []byte) error
+}
+
+// RelayWith is Relay with hooks; h may be nil.
+func RelayWith(client, upstream net.Conn, idle time.Duration, h *Hooks) (Stats, error) {
+	r := &relay{client: client, upstream: upstream, hooks: h}
 	if idle > 0 {
 		r.startIdleTimer(idle)
 	}
 	// Splicing bypasses user-space buffers entirely but gives no hook to
-	// observe activity, so only use it when there is no idle timeout.
-	splice := idle <= 0 && isPlainTCP(client) && isPlainTCP(upstream)
+	// observe activity, so only use it when there is no idle timeout and
+	// nothing looks at the bytes.
+	splice := idle <= 0 && h == nil && isPlainTCP(client) && isPlainTCP(upstream)
 
 	sent := make(chan int64, 1)
 	go func() { sent <- r.copy(upstream, client, "client", "upstream", splice) }()
@@ -80,6 +103,7 @@ func Relay(client, upstream net.Conn, idle time.Duration) (Stats, error) {
 
 type relay struct {
 	client, upstream net.Conn
+	hooks            *Hooks
 
 	failure atomic.Pointer[failure] // first error; set once
 
@@ -135,6 +159,16 @@ func (r *relay) copy(dst, src net.Conn, from, to string, splice bool) int64 {
 		}
 	}()
 	var n int64
+	toUpstream := dst == r.upstream
+	var transform func(dst, p []byte) ([]byte, error)
+	var tap func(bool, []byte) error
+	var out []byte // transform output, reused
+	if h := r.hooks; h != nil {
+		tap = h.Tap
+		if toUpstream {
+			transform = h.ClientTransform
+		}
+	}
 	for {
 		if bp == nil {
 			if w != nil {
@@ -147,17 +181,34 @@ func (r *relay) copy(dst, src net.Conn, from, to string, splice bool) int64 {
 		}
 		buf := *bp
 		nr, rerr := src.Read(buf)
-		if nr > 0 {
+		data := buf[:nr]
+		if nr > 0 && transform != nil {
+			var terr error
+			if out, terr = transform(out[:0], data); terr != nil {
+				r.fail(fmt.Errorf("from %s: %w", from, terr))
+				return n
+			}
+			data = out
+		}
+		if len(data) > 0 && tap != nil {
+			// Before the write: the upstream's answer must not be seen
+			// before the request it answers.
+			if err := tap(toUpstream, data); err != nil {
+				r.fail(err)
+				return n
+			}
+		}
+		if len(data) > 0 {
 			var nw int
 			var werr error
 			if batch != nil {
 				batch.begin()
-				nw, werr = dst.Write(buf[:nr])
+				nw, werr = dst.Write(data)
 				if ferr := batch.flush(); werr == nil {
 					werr = ferr
 				}
 			} else {
-				nw, werr = dst.Write(buf[:nr])
+				nw, werr = dst.Write(data)
 			}
 			n += int64(nw)
 			if werr != nil {
@@ -167,6 +218,12 @@ func (r *relay) copy(dst, src net.Conn, from, to string, splice bool) int64 {
 			r.touch()
 		}
 		if rerr == io.EOF {
+			if toUpstream && r.hooks != nil && r.hooks.ClientEOF != nil {
+				if err := r.hooks.ClientEOF(); err != nil {
+					r.fail(fmt.Errorf("client stream ended: %w", err))
+					return n
+				}
+			}
 			r.halfClose(dst, to)
 			return n
 		}

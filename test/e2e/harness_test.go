@@ -121,6 +121,9 @@ type agentOpts struct {
 	podAddr string // proxy.podAddress
 	mapSize int
 	enter   bool // move the test process into the cgroup
+	// log, when set, also receives the agent's log at debug level (tests
+	// that search every output for secrets).
+	log io.Writer
 }
 
 // startAgent writes a config, runs the agent in-process and waits until it
@@ -152,7 +155,12 @@ rules:
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yaml)
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	var logw io.Writer = testWriter{t}
+	level := slog.LevelWarn
+	if o.log != nil {
+		logw, level = io.MultiWriter(logw, o.log), slog.LevelDebug
+	}
+	log := slog.New(slog.NewJSONHandler(logw, &slog.HandlerOptions{Level: level}))
 	a, err := agent.New(cfg, agent.Options{Logger: log})
 	if err != nil {
 		t.Fatal(err)

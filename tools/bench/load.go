@@ -68,6 +68,13 @@ func (b *bench) run() *results {
 		"b": func() (net.Conn, error) { return nd.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", b.dummyPort)) },
 	}
 	p := b.p
+	pidA := func() int { return 0 }
+	if p.record {
+		// Both through the agent: (a) record off, (b) record full.
+		dials["a"] = dials["b"]
+		dials["b"] = func() (net.Conn, error) { return nd.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", b.recPort)) }
+		pidA = b.agentPID
+	}
 	for round := 1; round <= p.rounds; round++ {
 		m := map[string]float64{}
 		res.rounds = append(res.rounds, m)
@@ -75,7 +82,7 @@ func (b *bench) run() *results {
 			b.die("round %d: %v", round, err)
 		}
 		pid := b.agentPID()
-		pids := map[string]int{"a": 0, "b": pid}
+		pids := map[string]int{"a": pidA(), "b": pid}
 		progress("round %d/%d: agent pid %d", round, p.rounds, pid)
 
 		if p.only["idle"] {

@@ -48,6 +48,7 @@ type params struct {
 	connBudget int
 	only       map[string]bool // scenarios to run
 	variants   map[string]bool // -mode tunnel: variants to run
+	record     bool            // -mode record: (a) record off vs (b) record full
 }
 
 func main() {
@@ -56,7 +57,7 @@ func main() {
 		return
 	}
 	bin := flag.String("bin", "bin/intransit", "intransit binary to run as the agent")
-	mode := flag.String("mode", "tls", "tls: (a) client speaks TLS vs (b) plaintext client → agent → TLS server; tunnel: (a) direct plaintext vs (b) plaintext → agent A ═tunnel═ agent B → plaintext sink, (c) the same without pooling")
+	mode := flag.String("mode", "tls", "tls: (a) client speaks TLS vs (b) plaintext client → agent → TLS server; tunnel: (a) direct plaintext vs (b) plaintext → agent A ═tunnel═ agent B → plaintext sink, (c) the same without pooling; record: (a) record: off vs (b) record: full, both through the agent")
 	quick := flag.Bool("quick", false, "smoke run: 64 MiB tput, 2000 round trips, 1 s connrate, 100 idle conns, 1 round")
 	var p params
 	flag.IntVar(&p.rounds, "rounds", 3, "interleaved rounds")
@@ -98,10 +99,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench: -rounds, -bytes, -chunk, -rr, -c, -conn-dur and -idle must be positive")
 		os.Exit(2)
 	}
-	if *mode != "tls" && *mode != "tunnel" {
-		fmt.Fprintf(os.Stderr, "bench: -mode: unknown mode %q (tls, tunnel)\n", *mode)
+	if *mode != "tls" && *mode != "tunnel" && *mode != "record" {
+		fmt.Fprintf(os.Stderr, "bench: -mode: unknown mode %q (tls, tunnel, record)\n", *mode)
 		os.Exit(2)
 	}
+	p.record = *mode == "record"
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench: needs root (the agent attaches BPF programs to a cgroup)")
 		os.Exit(2)
@@ -165,6 +167,7 @@ type bench struct {
 	serverIn    io.WriteCloser // the server exits when this closes
 	serverAddr  string
 	dummyPort   int // protected port: nothing listens, connects are redirected
+	recPort     int // -mode record: protected port of the record: full rule
 
 	mu      sync.Mutex
 	agent   *exec.Cmd
@@ -237,14 +240,14 @@ func (b *bench) setup(bin string) error {
 		return fmt.Errorf("create cgroup: %w", err)
 	}
 	b.pinPath = "/sys/fs/bpf/intransit-bench-" + suffix
-	ports := make([]int, 3)
+	ports := make([]int, 4)
 	for i := range ports {
 		if ports[i], err = freePort(); err != nil {
 			return err
 		}
 	}
 	proxyPort, metricsPort := ports[0], ports[1]
-	b.dummyPort = ports[2]
+	b.dummyPort, b.recPort = ports[2], ports[3]
 	b.metrics = fmt.Sprintf("127.0.0.1:%d", metricsPort)
 	_, serverPort, _ := net.SplitHostPort(b.serverAddr)
 	cfg := fmt.Sprintf(`# written by tools/bench
@@ -262,6 +265,18 @@ rules:
     upstream: {tls: {port: %s, caFile: %s}}
 `, b.cgroup, b.pinPath, proxyPort, filepath.Join(b.tmp, "audit.jsonl"), b.metrics,
 		filepath.Join(b.tmp, "api.sock"), b.dummyPort, serverPort, b.certs.ca)
+	if b.p.record {
+		// Same upstream, recorded in full (redaction is always on); caps
+		// large enough that the tput stream is recorded to the end.
+		cfg += fmt.Sprintf(`  - name: bench-rec
+    ports: [%d]
+    destinations: [127.0.0.1/32]
+    mode: enforce
+    record: full
+    upstream: {tls: {port: %s, caFile: %s}}
+recordings: {dir: %s, maxSessionSize: 4GiB, maxTotalSize: 6GiB}
+`, b.recPort, serverPort, b.certs.ca, filepath.Join(b.tmp, "recordings"))
+	}
 	b.cfgPath = filepath.Join(b.tmp, "intransit.yaml")
 	if err := os.WriteFile(b.cfgPath, []byte(cfg), 0o600); err != nil {
 		return err

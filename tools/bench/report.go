@@ -53,15 +53,33 @@ func median(sorted []float64) float64 {
 	return (sorted[n/2-1] + sorted[n/2]) / 2
 }
 
+// recordRows are -mode record's: (a) record: off vs (b) record: full.
+var recordRows = []row{
+	{name: "tput Gbit/s (1 stream)", key: "tput", format: "%.2f",
+		target: func(v float64) (string, bool) { return "recording costs < 25% (ratio > 0.75)", v > 0.75 }},
+	{name: "proxy CPU s/GiB (tput)", key: "tputcpu", format: "%.2f"},
+	{name: "RR p50 µs (1 KiB)", key: "p50", format: "%.0f", delta: true},
+	{name: "RR p99 µs (1 KiB)", key: "p99", format: "%.0f", delta: true},
+	{name: "conn/s (c=32)", key: "cps", format: "%.0f"},
+	{name: "proxy CPU ms/conn", key: "conncpu", format: "%.3f"},
+	{name: "agent idle RSS KiB/conn", key: "idle", format: "%.1f"},
+}
+
 func printReport(w io.Writer, p params, res *results, bin, load0 string) {
-	fmt.Fprintf(w, "## intransit bench: (a) client speaks TLS itself vs (b) plaintext client → intransit → same TLS server\n\n")
+	rows, colA, colB := rows, "(a) direct TLS", "(b) via intransit"
+	if p.record {
+		rows, colA, colB = recordRows, "(a) record: off", "(b) record: full"
+		fmt.Fprintf(w, "## intransit bench: plaintext client → intransit → TLS server, (a) record: off vs (b) record: full with redaction\n\n")
+	} else {
+		fmt.Fprintf(w, "## intransit bench: (a) client speaks TLS itself vs (b) plaintext client → intransit → same TLS server\n\n")
+	}
 	fmt.Fprintf(w, "Command: `%s` (agent: %s)  \n", strings.Join(append([]string{"go run ./tools/bench"}, os.Args[1:]...), " "), bin)
 	fmt.Fprintf(w, "Machine: %s, %d CPUs, Linux %s, %s, %s  \n", cpuModel(), runtime.NumCPU(), kernel(), runtime.Version(), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(w, "Load average (1/5/15 min): %s at start, %s at end (anything else running shares the cores)  \n", load0, loadAvg())
 	fmt.Fprintf(w, "Sizes: %d rounds; tput %d MiB in %d KiB writes; pingpong %d+%d; connrate c=%d for %v; idle %d conns, hold %v\n\n",
 		p.rounds, p.tputBytes>>20, p.chunk>>10, p.rrWarm, p.rrN, p.conc, p.connDur, p.idleN, p.idleHold)
 
-	fmt.Fprintln(w, "| metric | n | (a) direct TLS | (b) via intransit | b vs a, per round | target |")
+	fmt.Fprintf(w, "| metric | n | %s | %s | b vs a, per round | target |\n", colA, colB)
 	fmt.Fprintln(w, "|---|---|---|---|---|---|")
 	for _, r := range rows {
 		var av, bv, cmp []float64
