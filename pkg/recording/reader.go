@@ -62,26 +62,26 @@ type Recording struct {
 
 // Result is Verify's report.
 type Result struct {
-	ID       string
-	Status   Status
-	Chunks   uint64 // whole chunks read
-	Size     int64
-	Keyed    bool
-	FinalMAC string
-	Problems []string
+	ID       string   `json:"id"`
+	Status   Status   `json:"status"`
+	Chunks   uint64   `json:"chunks"` // whole chunks read
+	Size     int64    `json:"size"`
+	Keyed    bool     `json:"keyed"`
+	FinalMAC string   `json:"final_mac"`
+	Problems []string `json:"problems,omitempty"`
 }
 
 // Summary describes one recording in a List.
 type Summary struct {
-	ID       string
-	Meta     Meta
-	End      *End // nil when there is no End chunk
-	Status   Status
-	Size     int64
-	Chunks   uint64
-	Path     string
-	Keyed    bool
-	Problems []string
+	ID       string   `json:"id"`
+	Meta     Meta     `json:"meta"`
+	End      *End     `json:"end,omitempty"` // nil when there is no End chunk
+	Status   Status   `json:"status"`
+	Size     int64    `json:"size"`
+	Chunks   uint64   `json:"chunks"`
+	Path     string   `json:"path"`
+	Keyed    bool     `json:"keyed"`
+	Problems []string `json:"problems,omitempty"`
 }
 
 // decoded is what one pass over a recording file found.

@@ -24,13 +24,13 @@ var (
 	bareSet = not(class(" \t\r\n,}]\"\\{["))
 	// tchar (RFC 9110) for header names.
 	tchar = class("!#$%&'*+-.^_`|~", "AZ", "az", "09")
-	// Bytes a field name may hold and still be found: no quote, escape,
-	// separator or space.
-	fieldNameSet = not(class("\"\\=&;?#:"))
+	// Bytes a field name may hold and still be found (as a JSON key, if
+	// not as a form name): no quote, backslash or control character.
+	fieldNameSet = not(class("\"\\"))
 )
 
 func init() {
-	for c := 0; c <= ' '; c++ {
+	for c := 0; c < ' '; c++ {
 		fieldNameSet[c] = false
 	}
 	fieldNameSet[0x7f] = false

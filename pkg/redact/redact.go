@@ -7,6 +7,24 @@
 // that arrives in pieces: it holds back the start of any secret that is not
 // yet complete, so no byte of a secret is ever emitted.
 //
+// Rules applied by Bytes and Stream (JSON applies them inside strings):
+//
+//   - "key": value, for a listed key: the value (string, number, literal,
+//     object or array) becomes "[REDACTED]". JSON embedded in JSON strings
+//     (\"key\":\"value\") is recognised too, and masked with quotes
+//     escaped to match.
+//   - name=value, for a listed field at the start of the input or after one
+//     of & ? ; # " ' or whitespace: the value, up to & ; a quote or
+//     whitespace, becomes [REDACTED].
+//   - Name: value, for a listed header at the start of a line (raw HTTP/1
+//     heads): the rest of the line becomes [REDACTED].
+//   - The patterns named by PatternNames.
+//
+// To keep every decision local (a Stream decides exactly as Bytes does on
+// the whole input), rules look at most 64 bytes of whitespace around a
+// separator and 32 backslashes before a quote, and a JWT header longer than
+// 8 KiB is not a JWT.
+//
 // Names are compared ASCII case-insensitively. Every rule errs on the side
 // of masking too much: a recording must never contain a secret.
 package redact
@@ -249,7 +267,7 @@ func (r *Redactor) Header(name, value string) string {
 	// matched, so the string's bytes can be scanned without a copy.
 	in := unsafe.Slice(unsafe.StringData(value), len(value))
 	out := r.Bytes(in)
-	if len(out) == len(in) && &out[0] == &in[0] {
+	if len(out) == len(in) && len(out) > 0 && &out[0] == &in[0] {
 		return value
 	}
 	return string(out)

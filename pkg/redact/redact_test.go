@@ -172,6 +172,15 @@ func TestPolicyPicksRules(t *testing.T) {
 	}
 }
 
+func TestOddFieldNames(t *testing.T) {
+	r := mustNew(t, Policy{JSONFields: []string{"a=b", "my key", "x", "ключ"}})
+	in := `{"a=b":1,"My Key":"v","x":[2],"X":3,"ключ":"s","КЛЮЧ":"t"} x=1&y=2`
+	want := `{"a=b":"[REDACTED]","My Key":"[REDACTED]","x":"[REDACTED]","X":"[REDACTED]","ключ":"[REDACTED]","КЛЮЧ":"t"} x=[REDACTED]&y=2`
+	if got := string(r.Bytes([]byte(in))); got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+}
+
 func TestNewErrors(t *testing.T) {
 	tests := []struct {
 		name string

@@ -256,6 +256,36 @@ func TestStreamMaxHold(t *testing.T) {
 	}
 }
 
+// TestConcurrentUse shares one Redactor between goroutines (run with -race).
+func TestConcurrentUse(t *testing.T) {
+	r := mustNew(t, DefaultPolicy())
+	done := make(chan []byte)
+	for g := range 4 {
+		go func() {
+			var out []byte
+			for i, c := range streamCorpus {
+				if (i+g)%2 == 0 {
+					out = append(out, r.Bytes([]byte(c))...)
+				} else {
+					// Not streamPieces: no t.Fatal off the test goroutine.
+					s := r.NewStream(func(p []byte) error { out = append(out, p...); return nil })
+					if err := errors.Join(s.Write([]byte(c[:len(c)/2])), s.Write([]byte(c[len(c)/2:])), s.Flush()); err != nil {
+						t.Error(err)
+					}
+				}
+				r.JSON([]byte(c))
+				r.Header("X-Test", c)
+			}
+			done <- out
+		}()
+	}
+	for range 4 {
+		if out := <-done; bytes.Contains(out, []byte(canary)) {
+			t.Errorf("canary leaked: %.300q", out)
+		}
+	}
+}
+
 func TestStreamEmitError(t *testing.T) {
 	r := mustNew(t, DefaultPolicy())
 	boom := errors.New("boom")
