@@ -32,6 +32,7 @@ import (
 const (
 	canaryClientBearer = "CanaryClientBearer7f3a"
 	canaryInjected     = "CanaryInjectedCredential9b1c"
+	canaryInjected2    = "CanaryRotatedCredential2a4d"
 	canaryCookie       = "CanaryCookie2d8e"
 	canaryAPIKey       = "CanaryXApiKey5c4f"
 	canaryPassword     = "CanaryPassword6a7b"
@@ -44,7 +45,7 @@ const (
 	canaryRawBearer    = "CanaryRawBearerToken5f6a"
 )
 
-var canaries = []string{canaryClientBearer, canaryInjected, canaryCookie, canaryAPIKey, canaryPassword,
+var canaries = []string{canaryClientBearer, canaryInjected, canaryInjected2, canaryCookie, canaryAPIKey, canaryPassword,
 	canaryNestedKey, canaryQuery, canarySetCookie, canaryRespToken, canaryJWTSig, canaryRawAWS, canaryRawBearer}
 
 // jwtCanary is a syntactically valid JWT whose signature is a canary.
@@ -172,6 +173,19 @@ func TestRecordingRedactionAndInjection(t *testing.T) {
 	if len(seenAuth) != 3 {
 		t.Errorf("executor saw %d Authorization headers, want 3", len(seenAuth))
 	}
+	seenAuth = nil
+	mu.Unlock()
+
+	// The held credential rotates: the file is re-read when it changes
+	// (checked at most once a second).
+	must(t, os.WriteFile(credFile, []byte("Bearer "+canaryInjected2+"\n"), 0o600))
+	time.Sleep(1100 * time.Millisecond)
+	do("GET", "/status", "")
+	tr.CloseIdleConnections()
+	mu.Lock()
+	if len(seenAuth) != 1 || seenAuth[0] != "Bearer "+canaryInjected2 {
+		t.Errorf("after rotation the executor saw %q, want the new credential", seenAuth)
+	}
 	mu.Unlock()
 
 	// A raw (non-HTTP) stream.
@@ -183,8 +197,8 @@ func TestRecordingRedactionAndInjection(t *testing.T) {
 	}
 	c.Close()
 
-	r.events(t, countAtLeast(2, "event", "session_end"))
-	sums := waitSealed(t, recDir, 2)
+	r.events(t, countAtLeast(3, "event", "session_end"))
+	sums := waitSealed(t, recDir, 3)
 
 	var httpRec, rawRec *transcript.Transcript
 	for _, s := range sums {
@@ -194,7 +208,9 @@ func TestRecordingRedactionAndInjection(t *testing.T) {
 		must(t, err)
 		switch rec.Meta.Rule {
 		case "http":
-			httpRec = tt
+			if len(tt.Exchanges) == 3 {
+				httpRec = tt
+			}
 		case "raw":
 			rawRec = tt
 		}
@@ -293,8 +309,8 @@ func TestRecordingRedactionAndInjection(t *testing.T) {
 		outputs[f] = b
 	}
 	outputs["metrics"] = scrapeBytes(t, r.metrics)
-	if len(files) < 3 {
-		t.Errorf("recordings dir holds %v, want 2 recordings and the index", files)
+	if len(files) < 4 {
+		t.Errorf("recordings dir holds %v, want 3 recordings and the index", files)
 	}
 	for name, b := range outputs {
 		for _, c := range canaries {
