@@ -121,6 +121,8 @@ type agentOpts struct {
 	podAddr string // proxy.podAddress
 	mapSize int
 	enter   bool // move the test process into the cgroup
+	// metricsExtra is appended inside metrics: {...}.
+	metricsExtra string
 	// log, when set, also receives the agent's log at debug level (tests
 	// that search every output for secrets).
 	log io.Writer
@@ -142,11 +144,11 @@ func startAgent(t *testing.T, o agentOpts) *running {
 bpf: {pinPath: %s, mapSize: %d}
 proxy: {port: %d, handshakeTimeout: 3s, dialTimeout: 2s%s}
 audit: {file: %s}
-metrics: {listen: %s}
+metrics: {listen: %s%s}
 api: {socket: %s}
 %s
 rules:
-%s`, cg, pin, o.mapSize, freePort(t), podAddrKey(o.podAddr), filepath.Join(dir, "audit.jsonl"), metricsAddr, filepath.Join(dir, "api.sock"), o.extra, o.rules)
+%s`, cg, pin, o.mapSize, freePort(t), podAddrKey(o.podAddr), filepath.Join(dir, "audit.jsonl"), metricsAddr, o.metricsExtra, filepath.Join(dir, "api.sock"), o.extra, o.rules)
 	cfgPath := filepath.Join(dir, "intransit.yaml")
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)

@@ -444,7 +444,8 @@ func TestWorkloadIdentityPodCgroup(t *testing.T) {
 	p := newPKI(t)
 	srv := startTLSServer(t, "tcp4", "127.0.0.1:0", p.server.TLS, echo)
 	port := freePort(t)
-	r := startAgent(t, agentOpts{extra: "identity: {pods: off}\n", rules: enforceRule("id", port, srv.port, ", caFile: "+p.ca.File)})
+	r := startAgent(t, agentOpts{extra: "identity: {pods: off}\n", metricsExtra: ", workloadLabels: true",
+		rules: enforceRule("id", port, srv.port, ", caFile: "+p.ca.File)})
 	bash, err := exec.LookPath("bash")
 	must(t, err)
 	const uid = "0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9"
@@ -495,6 +496,12 @@ func TestWorkloadIdentityPodCgroup(t *testing.T) {
 			if pod["uid"] != uid || pod["namespace"] != "unknown" || pod["name"] != "unknown" {
 				t.Errorf("pod = %v, want uid %s and unknown namespace/name (no cluster)", pod, uid)
 			}
+			// metrics.workloadLabels: a bounded label, namespace/service account.
+			m := scrape(t, r.metrics)
+			if !strings.Contains(m, `intransit_workload_connections_total{rule="id",verdict="UPGRADED",workload="unknown/unknown"}`) {
+				t.Errorf("no workload-labelled connection counter in:\n%s", grepLines(m, "workload"))
+			}
 		})
 	}
 }
+
