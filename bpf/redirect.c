@@ -59,10 +59,13 @@ enum stat {
 	STAT_MAX,
 };
 
-// LPM key: port then address, so a rule without CIDRs is a 16-bit prefix (port
-// only) and a rule with 10.0.0.0/8 is 16+96+8 bits.
+// LPM key: workload group, port, then address. The group (from the
+// client's cgroup, see workload_groups) is always fully specified, so a rule
+// without CIDRs is a 32+16-bit prefix and one with 10.0.0.0/8 is 32+16+96+8.
+// Group 0 is every cgroup that no rule's workload selector picked.
 struct rule_key {
 	__u32 prefixlen;
+	__be32 group;
 	__be16 port;
 	__u8 addr[16];
 	__u8 pad[2];
@@ -87,13 +90,6 @@ struct settings {
 	__u64 host_netns_cookie;
 };
 
-// proxy_ip4_for picks the proxy address reachable from the client's netns.
-static __always_inline __be32 proxy_ip4_for(const struct settings *s, __u64 netns_cookie)
-{
-	if (s->pod_proxy_ip4 != 0 && netns_cookie != s->host_netns_cookie)
-		return s->pod_proxy_ip4;
-	return s->proxy_ip4;
-}
 
 // orig is what the proxy learns about a redirected connection.
 struct orig {
@@ -140,7 +136,7 @@ struct service_val {
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 4096);
+	__uint(max_entries, 16384);
 	__type(key, struct rule_key);
 	__type(value, struct rule_val);
 } rules_map SEC(".maps");
@@ -151,6 +147,25 @@ struct {
 	__type(key, __u32);
 	__type(value, struct settings);
 } settings_map SEC(".maps");
+
+// cgroup id -> workload group, kept by the agent from the rules' workload
+// selectors (cgroup path globs, pod namespace and labels). Absent: group 0.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u32);
+} workload_groups SEC(".maps");
+
+// netns cookie -> proxy IPv4 address reachable from that namespace (the
+// pod's host-side gateway address), kept by the agent as pods come and go.
+// Absent: settings.pod_proxy_ip4.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __be32);
+} netns_proxy SEC(".maps");
 
 // Sized from the config at load time.
 struct {
@@ -230,6 +245,22 @@ static __always_inline void emit(struct orig *o, __u32 verdict)
 
 // decide looks the destination up in the rules and records what happened.
 // Returns the rule mode, or 0 when nothing matches / the socket is ours.
+// proxy_ip4_for picks the proxy address reachable from the client's netns:
+// loopback on the host; for another namespace its own entry (a known pod),
+// else the configured pod address, else loopback (nothing listens on the
+// pod's own loopback at the proxy port: refused, fail closed).
+static __always_inline __be32 proxy_ip4_for(const struct settings *s, __u64 netns_cookie)
+{
+	if (netns_cookie != s->host_netns_cookie) {
+		__be32 *ip = bpf_map_lookup_elem(&netns_proxy, &netns_cookie);
+		if (ip && *ip != 0)
+			return *ip;
+		if (s->pod_proxy_ip4 != 0)
+			return s->pod_proxy_ip4;
+	}
+	return s->proxy_ip4;
+}
+
 static __always_inline __u32 decide(struct bpf_sock_addr *ctx, struct orig *o,
 				    struct settings **sp)
 {
@@ -247,8 +278,11 @@ static __always_inline __u32 decide(struct bpf_sock_addr *ctx, struct orig *o,
 	if (s->mark != 0 && sk->mark == s->mark)
 		return 0;
 
+	__u64 cgroup_id = bpf_get_current_cgroup_id();
+	__u32 *group = bpf_map_lookup_elem(&workload_groups, &cgroup_id);
 	struct rule_key k = {};
-	k.prefixlen = 16 + 128;
+	k.prefixlen = 32 + 16 + 128;
+	k.group = group ? bpf_htonl(*group) : 0;
 	k.port = o->port;
 	__builtin_memcpy(k.addr, o->addr, 16);
 	struct rule_val *r = bpf_map_lookup_elem(&rules_map, &k);
@@ -262,7 +296,7 @@ static __always_inline __u32 decide(struct bpf_sock_addr *ctx, struct orig *o,
 	o->tid = (__u32)pid_tgid;
 	o->uid = (__u32)uid_gid;
 	o->gid = uid_gid >> 32;
-	o->cgroup_id = bpf_get_current_cgroup_id();
+	o->cgroup_id = cgroup_id;
 	o->netns_cookie = bpf_get_netns_cookie(ctx);
 	o->cookie = bpf_get_socket_cookie(ctx);
 	bpf_get_current_comm(o->comm, sizeof(o->comm));

@@ -28,6 +28,7 @@ import (
 	"github.com/intransit/intransit/pkg/redact"
 	"github.com/intransit/intransit/pkg/redirect"
 	"github.com/intransit/intransit/pkg/upstream"
+	"github.com/intransit/intransit/pkg/workloadsel"
 )
 
 // unknownRule labels metrics and events that no rule owns (a direct dial to
@@ -82,6 +83,12 @@ type Agent struct {
 	podTokens *identity.PodTokens // identity.token.kubernetes
 	metricsAt net.Addr
 
+	// Workload groups (rules[].workloads): syncMu orders the periodic
+	// rescan against reloads, so neither writes a stale rule table.
+	groups  *workloadsel.Table
+	syncMu  sync.Mutex
+	cg2root string
+
 	// Session recordings (rules[].record); nil until a rule records.
 	store      *recording.Store
 	storeShape string
@@ -106,7 +113,7 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{log: log, sessions: make(map[string]*Session), started: time.Now()}
+	a := &Agent{log: log, sessions: make(map[string]*Session), started: time.Now(), groups: workloadsel.NewTable()}
 	a.state.Store(st)
 	a.inbound.Store(buildInbound(cfg.Inbound))
 	a.audit = o.Audit
@@ -261,6 +268,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.cgroup = cg
 	if root, err := redirect.Cgroup2Root(); err == nil {
 		a.cgroups = identity.NewCgroups(root)
+		a.cg2root = root
 	}
 	if err := a.startPods(ctx, cfg); err != nil {
 		return err
@@ -273,6 +281,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	var lookup identity.PodLookup
 	if a.pods != nil {
 		lookup = a.pods
+	} else if cfg.NeedsPods() {
+		return errNoPods
 	}
 	a.workloads = identity.NewWorkloads(a.cgroups, lookup, "/proc")
 	if err := a.openStore(cfg); err != nil {
@@ -319,6 +329,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer a.dp.Close()
+	a.syncMu.Lock()
+	err = a.syncDatapath(cfg)
+	a.syncMu.Unlock()
+	if err != nil {
+		return err
+	}
 	if err := a.dp.SetServices(datapathServices(cfg.Inbound)); err != nil {
 		return err
 	}
@@ -334,7 +350,11 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 3)
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		a.watchGroups(ctx)
+	}()
 	go func() {
 		defer wg.Done()
 		if err := a.dp.ReadEvents(ctx, a.onEvent, a.metrics.EventsLost.Inc); err != nil {
@@ -439,12 +459,17 @@ func (a *Agent) Reload(cfg *config.Config) error {
 	if len(restart) > 0 {
 		return fmt.Errorf("reload refused, keeping the running config: %v change only with a restart", restart)
 	}
+	if cfg.NeedsPods() && a.pods == nil && a.dp != nil {
+		return fmt.Errorf("reload refused, keeping the running config: %w", errNoPods)
+	}
+	a.syncMu.Lock()
+	defer a.syncMu.Unlock()
 	if a.dp != nil {
 		// A rule that starts recording needs the store before it serves.
 		if err := a.openStore(cfg); err != nil {
 			return fmt.Errorf("reload refused, keeping the running config: %w", err)
 		}
-		if err := a.dp.SetRules(datapathRules(cfg)); err != nil {
+		if err := a.syncDatapath(cfg); err != nil {
 			return fmt.Errorf("reload refused: %w", err)
 		}
 	}
@@ -459,6 +484,10 @@ func (a *Agent) Reload(cfg *config.Config) error {
 	a.log.Info("configuration reloaded", "rules", len(cfg.Rules))
 	return nil
 }
+
+// errNoPods refuses pod selectors that could never match: an enforce rule
+// for a namespace would silently enforce nothing.
+var errNoPods = errors.New("rules[].workloads select pods by namespace or labels, but the pod informer is not running (identity.pods is off, or auto outside a cluster)")
 
 // ReopenAudit reopens the audit file (logrotate).
 func (a *Agent) ReopenAudit() error { return a.audit.Reopen() }

@@ -60,6 +60,7 @@ type RedirectOrig struct {
 type RedirectRuleKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
+	Group     uint32
 	Port      uint16
 	Addr      [16]uint8
 	Pad       [2]uint8
@@ -124,10 +125,12 @@ const (
 	RedirectMapByAddr                 = "by_addr"
 	RedirectMapByCookie               = "by_cookie"
 	RedirectMapEvents                 = "events"
+	RedirectMapNetnsProxy             = "netns_proxy"
 	RedirectMapRulesMap               = "rules_map"
 	RedirectMapServicesMap            = "services_map"
 	RedirectMapSettingsMap            = "settings_map"
 	RedirectMapStatsMap               = "stats_map"
+	RedirectMapWorkloadGroups         = "workload_groups"
 	RedirectProgIntransitConnect4     = "intransit_connect4"
 	RedirectProgIntransitConnect6     = "intransit_connect6"
 	RedirectProgIntransitGetpeername4 = "intransit_getpeername4"
@@ -196,13 +199,15 @@ type RedirectProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type RedirectMapSpecs struct {
-	ByAddr      *ebpf.MapSpec `ebpf:"by_addr"`
-	ByCookie    *ebpf.MapSpec `ebpf:"by_cookie"`
-	Events      *ebpf.MapSpec `ebpf:"events"`
-	RulesMap    *ebpf.MapSpec `ebpf:"rules_map"`
-	ServicesMap *ebpf.MapSpec `ebpf:"services_map"`
-	SettingsMap *ebpf.MapSpec `ebpf:"settings_map"`
-	StatsMap    *ebpf.MapSpec `ebpf:"stats_map"`
+	ByAddr         *ebpf.MapSpec `ebpf:"by_addr"`
+	ByCookie       *ebpf.MapSpec `ebpf:"by_cookie"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
+	NetnsProxy     *ebpf.MapSpec `ebpf:"netns_proxy"`
+	RulesMap       *ebpf.MapSpec `ebpf:"rules_map"`
+	ServicesMap    *ebpf.MapSpec `ebpf:"services_map"`
+	SettingsMap    *ebpf.MapSpec `ebpf:"settings_map"`
+	StatsMap       *ebpf.MapSpec `ebpf:"stats_map"`
+	WorkloadGroups *ebpf.MapSpec `ebpf:"workload_groups"`
 }
 
 // RedirectVariableSpecs contains global variables before they are loaded into the kernel.
@@ -237,13 +242,15 @@ func (o *RedirectObjects) Close() error {
 //
 // It can be passed to LoadRedirectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type RedirectMaps struct {
-	ByAddr      *ebpf.Map `ebpf:"by_addr"`
-	ByCookie    *ebpf.Map `ebpf:"by_cookie"`
-	Events      *ebpf.Map `ebpf:"events"`
-	RulesMap    *ebpf.Map `ebpf:"rules_map"`
-	ServicesMap *ebpf.Map `ebpf:"services_map"`
-	SettingsMap *ebpf.Map `ebpf:"settings_map"`
-	StatsMap    *ebpf.Map `ebpf:"stats_map"`
+	ByAddr         *ebpf.Map `ebpf:"by_addr"`
+	ByCookie       *ebpf.Map `ebpf:"by_cookie"`
+	Events         *ebpf.Map `ebpf:"events"`
+	NetnsProxy     *ebpf.Map `ebpf:"netns_proxy"`
+	RulesMap       *ebpf.Map `ebpf:"rules_map"`
+	ServicesMap    *ebpf.Map `ebpf:"services_map"`
+	SettingsMap    *ebpf.Map `ebpf:"settings_map"`
+	StatsMap       *ebpf.Map `ebpf:"stats_map"`
+	WorkloadGroups *ebpf.Map `ebpf:"workload_groups"`
 }
 
 func (m *RedirectMaps) Close() error {
@@ -251,10 +258,12 @@ func (m *RedirectMaps) Close() error {
 		m.ByAddr,
 		m.ByCookie,
 		m.Events,
+		m.NetnsProxy,
 		m.RulesMap,
 		m.ServicesMap,
 		m.SettingsMap,
 		m.StatsMap,
+		m.WorkloadGroups,
 	)
 }
 

@@ -20,8 +20,9 @@ var loopbacks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustP
 
 // selector is what the kernel matches a connect on.
 type selector struct {
-	port   int
-	prefix netip.Prefix
+	port      int
+	prefix    netip.Prefix
+	workloads string // the rule's workload selectors, canonical; "" for all
 }
 
 func (c *Config) checkRules(p *problems) {
@@ -56,6 +57,7 @@ func (c *Config) checkRules(p *problems) {
 		ports := c.checkPorts(p, key, r, metricsPort, inboundPort, inboundHost)
 		c.checkModeUpstream(p, key, r)
 		checkRecordInject(p, key, r)
+		wl := c.checkWorkloads(p, key, r)
 
 		// The same (port, prefix) in two rules leaves the kernel to pick one.
 		sels := r.Prefixes
@@ -64,7 +66,7 @@ func (c *Config) checkRules(p *problems) {
 		}
 		for _, port := range ports {
 			for _, pfx := range sels {
-				s := selector{port, pfx}
+				s := selector{port, pfx, wl}
 				j, taken := owners[s]
 				if !taken {
 					owners[s] = i

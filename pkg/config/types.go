@@ -73,6 +73,19 @@ type Redaction struct {
 	Patterns   []string `json:"patterns,omitempty"`   // default: every built-in pattern
 }
 
+// WorkloadSelector picks workloads by cgroup or Kubernetes pod; every field
+// set must match.
+type WorkloadSelector struct {
+	// Cgroup is a glob (path.Match) on the cgroup path below the cgroup2
+	// mount, e.g. "/system.slice/planner*.service"; it also covers every
+	// cgroup below a match.
+	Cgroup string `json:"cgroup,omitempty"`
+	// Namespace and Labels match the pod the cgroup belongs to (needs
+	// identity.pods).
+	Namespace string            `json:"namespace,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+}
+
 // Inject is a credential the agent adds to each HTTP request of a rule's
 // connections, so the workload never holds it.
 type Inject struct {
@@ -136,6 +149,10 @@ type Rule struct {
 	// Inject adds a held credential to every HTTP/1.x request (enforce
 	// rules only); non-HTTP connections are closed.
 	Inject *Inject `json:"inject,omitempty"`
+	// Workloads limits the rule to connects from matching cgroups (any
+	// selector matches). Empty: every workload. At the same port and
+	// destination prefix a rule with workloads wins over one without.
+	Workloads []WorkloadSelector `json:"workloads,omitempty"`
 
 	// Prefixes is Destinations parsed (IPv4 prefixes stay IPv4); filled by Load.
 	Prefixes []netip.Prefix `json:"-"`

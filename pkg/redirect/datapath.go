@@ -212,14 +212,18 @@ func (d *Datapath) writeSettings() error {
 		ProxyIp4:  ipv4Loopback(),
 		ProxyIp6:  ipv6Loopback(),
 	}
+	// The host's netns cookie tells pods (other namespaces) apart. Needed
+	// for proxy.podAddress and for per-namespace proxy addresses.
+	cookie, cookieErr := hostNetnsCookie()
+	if cookieErr == nil {
+		s.HostNetnsCookie = cookie
+	}
 	if ip := d.opts.PodProxyIP.Unmap(); ip.Is4() {
-		cookie, err := hostNetnsCookie()
-		if err != nil {
-			return err
+		if cookieErr != nil {
+			return cookieErr
 		}
 		a4 := ip.As4()
 		s.PodProxyIp4 = binary.NativeEndian.Uint32(a4[:]) // bytes already in network order
-		s.HostNetnsCookie = cookie
 	}
 	if err := d.objs.SettingsMap.Put(uint32(0), &s); err != nil {
 		return fmt.Errorf("write datapath settings: %w", err)

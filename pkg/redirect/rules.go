@@ -1,6 +1,7 @@
 package redirect
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -26,6 +27,9 @@ type Rule struct {
 	Mode     Mode
 	Ports    []uint16
 	Prefixes []netip.Prefix // empty: any destination
+	// Group is the workload group the rule applies to (see
+	// SetWorkloadGroups); 0 is every cgroup not in another group.
+	Group uint32
 }
 
 // ruleKeys expands rules into LPM keys: port first, then the address, so the
@@ -37,11 +41,12 @@ func ruleKeys(rules []Rule) (map[bpfobj.RedirectRuleKey]bpfobj.RedirectRuleVal, 
 			return nil, errors.New("rule id 0 is reserved")
 		}
 		val := bpfobj.RedirectRuleVal{RuleId: r.ID, Mode: uint32(r.Mode)}
+		group := htonl(r.Group)
 		for _, port := range r.Ports {
 			if len(r.Prefixes) == 0 {
-				k := bpfobj.RedirectRuleKey{Prefixlen: 16, Port: htons(port)}
+				k := bpfobj.RedirectRuleKey{Prefixlen: 32 + 16, Group: group, Port: htons(port)}
 				if prev, dup := out[k]; dup && prev != val {
-					return nil, fmt.Errorf("port %d is selected by two rules (ids %d and %d)", port, prev.RuleId, r.ID)
+					return nil, fmt.Errorf("port %d (workload group %d) is selected by two rules (ids %d and %d)", port, r.Group, prev.RuleId, r.ID)
 				}
 				out[k] = val
 				continue
@@ -53,12 +58,13 @@ func ruleKeys(rules []Rule) (map[bpfobj.RedirectRuleKey]bpfobj.RedirectRuleVal, 
 					bits += 96 // stored as ::ffff:a.b.c.d
 				}
 				k := bpfobj.RedirectRuleKey{
-					Prefixlen: uint32(16 + bits),
+					Prefixlen: uint32(32 + 16 + bits),
+					Group:     group,
 					Port:      htons(port),
 					Addr:      p.Addr().As16(),
 				}
 				if prev, dup := out[k]; dup && prev != val {
-					return nil, fmt.Errorf("port %d, %s is selected by two rules (ids %d and %d)", port, p, prev.RuleId, r.ID)
+					return nil, fmt.Errorf("port %d, %s (workload group %d) is selected by two rules (ids %d and %d)", port, p, r.Group, prev.RuleId, r.ID)
 				}
 				out[k] = val
 			}
@@ -71,19 +77,47 @@ func ruleKeys(rules []Rule) (map[bpfobj.RedirectRuleKey]bpfobj.RedirectRuleVal, 
 // before stale ones are deleted, so a rule kept across a reload never has a
 // gap during which its connects would pass in plaintext.
 func (d *Datapath) SetRules(rules []Rule) error {
+	want, err := d.putRules(rules)
+	if err != nil {
+		return err
+	}
+	return d.deleteStaleRules(want)
+}
+
+// SetRulesAndGroups replaces the rule table and the cgroup -> workload group
+// table together, in the order that leaves no gap: new rule entries, then
+// the group table, then stale rule entries (of groups no cgroup is in any
+// more).
+func (d *Datapath) SetRulesAndGroups(rules []Rule, groups map[uint64]uint32) error {
+	want, err := d.putRules(rules)
+	if err != nil {
+		return err
+	}
+	if err := d.SetWorkloadGroups(groups); err != nil {
+		return err
+	}
+	return d.deleteStaleRules(want)
+}
+
+func (d *Datapath) putRules(rules []Rule) (map[bpfobj.RedirectRuleKey]bpfobj.RedirectRuleVal, error) {
 	want, err := ruleKeys(rules)
 	if err != nil {
-		return fmt.Errorf("set rules: %w", err)
+		return nil, fmt.Errorf("set rules: %w", err)
 	}
 	m := d.objs.RulesMap
 	if int(m.MaxEntries()) < len(want) {
-		return fmt.Errorf("set rules: %d port/prefix selectors exceed the kernel table's %d", len(want), m.MaxEntries())
+		return nil, fmt.Errorf("set rules: %d port/prefix selectors (over all workload groups) exceed the kernel table's %d", len(want), m.MaxEntries())
 	}
 	for k, v := range want {
 		if err := m.Put(&k, &v); err != nil {
-			return fmt.Errorf("set rules: write selector: %w", err)
+			return nil, fmt.Errorf("set rules: write selector: %w", err)
 		}
 	}
+	return want, nil
+}
+
+func (d *Datapath) deleteStaleRules(want map[bpfobj.RedirectRuleKey]bpfobj.RedirectRuleVal) error {
+	m := d.objs.RulesMap
 	var stale []bpfobj.RedirectRuleKey
 	var k bpfobj.RedirectRuleKey
 	var v bpfobj.RedirectRuleVal
@@ -99,6 +133,60 @@ func (d *Datapath) SetRules(rules []Rule) error {
 	for _, k := range stale {
 		if err := m.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("set rules: delete stale selector: %w", err)
+		}
+	}
+	return nil
+}
+
+// SetWorkloadGroups replaces the cgroup id -> workload group table. Entries
+// are written before stale ones are deleted; a cgroup missing from groups is
+// in group 0.
+func (d *Datapath) SetWorkloadGroups(groups map[uint64]uint32) error {
+	return syncHash(d.objs.WorkloadGroups, groups, "workload groups")
+}
+
+// SetNetnsProxies replaces the netns cookie -> proxy address table: where
+// enforced connects from each known pod network namespace are sent (an IPv4
+// address of this host reachable from it, where the proxy listens).
+func (d *Datapath) SetNetnsProxies(addrs map[uint64]netip.Addr) error {
+	want := make(map[uint64]uint32, len(addrs))
+	for cookie, a := range addrs {
+		a = a.Unmap()
+		if !a.Is4() {
+			return fmt.Errorf("set netns proxies: %s is not an IPv4 address", a)
+		}
+		b := a.As4()
+		want[cookie] = binary.NativeEndian.Uint32(b[:]) // bytes stay in network order
+	}
+	return syncHash(d.objs.NetnsProxy, want, "netns proxies")
+}
+
+// syncHash makes a u64-keyed hash map hold exactly want, writing before
+// deleting.
+func syncHash(m *ebpf.Map, want map[uint64]uint32, what string) error {
+	if int(m.MaxEntries()) < len(want) {
+		return fmt.Errorf("set %s: %d entries exceed the kernel table's %d", what, len(want), m.MaxEntries())
+	}
+	for k, v := range want {
+		if err := m.Put(&k, &v); err != nil {
+			return fmt.Errorf("set %s: write %d: %w", what, k, err)
+		}
+	}
+	var stale []uint64
+	var k uint64
+	var v uint32
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if _, ok := want[k]; !ok {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("set %s: list: %w", what, err)
+	}
+	for _, k := range stale {
+		if err := m.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("set %s: delete %d: %w", what, k, err)
 		}
 	}
 	return nil
