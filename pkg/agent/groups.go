@@ -103,4 +103,3 @@ func (a *Agent) scanCgroups() []workloadsel.Cgroup {
 	})
 	return out
 }
-

@@ -504,4 +504,3 @@ func TestWorkloadIdentityPodCgroup(t *testing.T) {
 		})
 	}
 }
-
