@@ -122,6 +122,11 @@ func TestBytesFields(t *testing.T) {
 		{"header line start", "Authorization: Basic Zm9vOmJhcg==\r\n", "Authorization: [REDACTED]\r\n"},
 		{"header not at line start", "see Cookie: chocolate", "see Cookie: chocolate"},
 		{"header empty value", "Cookie:\r\nHost: x", "Cookie:\r\nHost: x"},
+		// a pattern starting inside a masked value is masked to its end
+		{"pem after key", "\"token\":\n-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----\nx", "\"token\":\n\"[REDACTED]\"\nx"},
+		{"pem in form value", "token=-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----&x=1", "token=[REDACTED]&x=1"},
+		{"bearer in form value", "token=Bearer abc&x=1", "token=[REDACTED]&x=1"},
+		{"jwt in aws secret", "aws_secret_access_key=eyJhbGciOiJIUzI1NiJ9AAAAAAAAAAAAAAAAAAAAAA.eyJzdWIiOiIxIn0.sig x", "aws_secret_access_key=[REDACTED] x"},
 		// no over-redaction
 		{"tokenizer", `{"tokenizer":"bpe","passwords_count":3,"token_type":"x"}`, `{"tokenizer":"bpe","passwords_count":3,"token_type":"x"}`},
 		{"key as value", `{"name":"password","kind":"token"}`, `{"name":"password","kind":"token"}`},

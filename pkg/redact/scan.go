@@ -14,6 +14,9 @@ const (
 	maxSpaces    = 16      // spaces after "Bearer" / "Basic"
 	maxJWTHeader = 8 << 10 // JWT header segment: longer is not a JWT
 	maxPEMLabel  = 96      // "RSA PRIVATE KEY" and the like
+	// A value holding a rule holding a rule...: past this depth a match
+	// is no longer extended to cover what starts inside it.
+	maxExtendDepth = 16
 )
 
 var privateKeyWordBytes = []byte(privateKeyWord)
@@ -58,6 +61,7 @@ type scanner struct {
 	atStart bool // b[0] is the first byte of the input
 	final   bool // the input ends at len(b)
 	content bool // b is the content of a JSON string (JSON escapes)
+	depth   int  // nested extend calls
 	c       candidate
 }
 
@@ -230,14 +234,19 @@ func (s *scanner) more(hold int) cstatus {
 	return stMore
 }
 
-// value runs v over the input from from: the value replaced by repl
-// starts at vs, and the rule's bytes from hold are kept.
-func (s *scanner) value(hold, vs, from int, repl string, v valScan) cstatus {
+// value runs v over the input from from for the rule fired at t: the value
+// replaced by repl starts at vs, and the rule's bytes from hold are kept.
+func (s *scanner) value(t, hold, vs, from int, repl string, v valScan) cstatus {
 	end, st := v.feed(s.b[from:])
 	switch st {
 	case vDone:
-		s.c = candidate{st: stMatch, vs: vs, me: from + end, repl: repl}
-		return stMatch
+		if v.kind == vkString || v.kind == vkCompound || s.depth >= maxExtendDepth {
+			// JSON strings and containers end where their syntax says:
+			// nothing inside runs past them.
+			s.c = candidate{st: stMatch, vs: vs, me: from + end, repl: repl}
+			return stMatch
+		}
+		return s.extend(t, hold, vs, from+end, repl)
 	case vFail:
 		return stNone
 	}
@@ -250,6 +259,36 @@ func (s *scanner) value(hold, vs, from int, repl string, v valScan) cstatus {
 	}
 	s.c = candidate{st: stMore, hold: hold, vs: vs, repl: repl, val: v, inVal: true}
 	return stMore
+}
+
+// extend completes the match of [vs, me): a rule firing inside it may run
+// past its end (a PEM block or "Bearer x" after "token=", "Cookie: x"
+// after a bare JSON value, a JWT after an AWS secret's characters), and its
+// tail must not be left in the clear, so the match grows to cover it.
+func (s *scanner) extend(fired, hold, vs, me int, repl string) cstatus {
+	s.depth++
+	defer func() { s.depth-- }()
+	for t := max(vs, fired+1); ; {
+		t = s.r.next(s.b[:me], t)
+		if t >= me {
+			break
+		}
+		switch s.check(t, vs) {
+		case stMatch:
+			me = max(me, s.c.me)
+			t = max(t+1, s.c.me)
+			continue
+		case stMore:
+			// Open past the end of the input: the whole match waits
+			// (and, if it outgrows MaxHold, masks until the inner
+			// pattern ends).
+			s.c.hold, s.c.vs, s.c.repl = hold, vs, repl
+			return stMore
+		}
+		t++
+	}
+	s.c = candidate{st: stMatch, vs: vs, me: me, repl: repl}
+	return stMatch
 }
 
 func (s *scanner) check(t, last int) cstatus {
@@ -324,7 +363,7 @@ func (s *scanner) bearerBasic(t int) cstatus {
 	if j == sp {
 		return stNone
 	}
-	return s.value(t, j, j, Mask, v)
+	return s.value(t, t, j, j, Mask, v)
 }
 
 // jwt: eyJ<b64url>+.eyJ<b64url>+.<b64url>*, fired at the first 'J'.
@@ -356,7 +395,7 @@ func (s *scanner) jwt(t, last int) cstatus {
 			return stNone
 		}
 	}
-	return s.value(start, start, j+3, Mask, valScan{kind: vkJWT})
+	return s.value(t, start, start, j+3, Mask, valScan{kind: vkJWT})
 }
 
 // awsAccessKey: a known 4-letter prefix and 16 [A-Z0-9], not inside a word.
@@ -433,7 +472,7 @@ func (s *scanner) privateKey(t int) cstatus {
 			return stNone
 		}
 	}
-	return s.value(start, start, j+5, Mask, valScan{kind: vkPrivKey})
+	return s.value(t, start, start, j+5, Mask, valScan{kind: vkPrivKey})
 }
 
 // colon: a listed JSON key, a listed header line, or an AWS secret key
@@ -466,7 +505,7 @@ func (s *scanner) equals(t int) cstatus {
 			return s.more(t)
 		}
 		v := valScan{kind: vkRun, set: formValSet, min: 1, esc: s.content}
-		if st := s.value(t, t+1, t+1, Mask, v); st != stNone {
+		if st := s.value(t, t, t+1, t+1, Mask, v); st != stNone {
 			return st
 		}
 	}
@@ -541,7 +580,7 @@ func (s *scanner) jsonValue(t, lv int) cstatus {
 	repl := quoteMasks[lv]
 	switch c := b[j]; {
 	case c == '"' && lv == 0:
-		return s.value(t, j, j+1, repl, valScan{kind: vkString})
+		return s.value(t, t, j, j+1, repl, valScan{kind: vkString})
 	case c == '\\' && lv > 0:
 		k := j
 		for k < len(b) && b[k] == '\\' {
@@ -556,11 +595,11 @@ func (s *scanner) jsonValue(t, lv int) cstatus {
 		if b[k] != '"' || k-j != 1<<lv-1 {
 			return stNone
 		}
-		return s.value(t, j, k+1, repl, valScan{kind: vkString, level: lv})
+		return s.value(t, t, j, k+1, repl, valScan{kind: vkString, level: lv})
 	case c == '{' || c == '[':
-		return s.value(t, j, j, repl, valScan{kind: vkCompound, level: lv})
+		return s.value(t, t, j, j, repl, valScan{kind: vkCompound, level: lv})
 	case bareSet[c]:
-		return s.value(t, j, j, repl, valScan{kind: vkRun, set: bareSet, min: 1})
+		return s.value(t, t, j, j, repl, valScan{kind: vkRun, set: bareSet, min: 1})
 	}
 	return stNone
 }
@@ -606,7 +645,7 @@ func (s *scanner) headerValue(t int) cstatus {
 	if j == len(b) {
 		return s.more(t)
 	}
-	return s.value(t, j, j, Mask, valScan{kind: vkRun, set: headerValSet, min: 1, esc: s.content})
+	return s.value(t, t, j, j, Mask, valScan{kind: vkRun, set: headerValSet, min: 1, esc: s.content})
 }
 
 // formNameBefore reports whether a listed field name ends at the '=' at t
@@ -706,5 +745,5 @@ func (s *scanner) awsSecretValue(t int) cstatus {
 	if j == len(b) {
 		return s.more(t)
 	}
-	return s.value(t, j, j, Mask, valScan{kind: vkRun, set: awsSecretSet, min: 40})
+	return s.value(t, t, j, j, Mask, valScan{kind: vkRun, set: awsSecretSet, min: 40})
 }

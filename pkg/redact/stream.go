@@ -32,6 +32,10 @@ type Stream struct {
 	err      error
 }
 
+// seamExtra is how far past the context a direct write's seam reaches: room
+// for the seam's own held tail, which is short unless a secret straddles it.
+const seamExtra = 128
+
 // NewStream returns a Stream that passes redacted output to emit.
 func (r *Redactor) NewStream(emit func([]byte) error) *Stream {
 	return &Stream{r: r, emit: emit, atStart: true}
@@ -68,17 +72,18 @@ func (s *Stream) Write(p []byte) error {
 }
 
 // direct handles a large write while nothing is held without copying it
-// into buf: a seam (the context and the first 2*ctx bytes of p) is scanned
-// in buf, and from the point it decided, at least ctx bytes into p, p is
-// scanned in place: every look-back then stays inside p. It reports false,
-// having changed nothing, when it cannot.
+// into buf: a seam (the context and the first ctx+seamExtra bytes of p) is
+// scanned in buf, and from the point it decided, at least ctx bytes into p,
+// p is scanned in place: every look-back then stays inside p. It reports
+// false, having changed nothing, when it cannot.
 func (s *Stream) direct(p []byte) (bool, error) {
 	k := s.r.ctx
-	if s.hasPend || s.Held() > 0 || len(p) < 4*k {
+	seam := k + seamExtra
+	if s.hasPend || s.Held() > 0 || len(p) < 2*seam {
 		return false, nil
 	}
 	base := len(s.buf)
-	s.buf = append(s.buf, p[:2*k]...)
+	s.buf = append(s.buf, p[:seam]...)
 	out, h1, matched := s.r.scan(s.buf, base, s.atStart, false, false, s.out[:0], &s.scratch)
 	h1 -= base // now in p
 	if h1 < k {
@@ -112,10 +117,9 @@ func (s *Stream) direct(p []byte) (bool, error) {
 		c.vs -= start
 		if c.inVal {
 			s.pend, s.hasPend, s.fed = *c, true, len(s.buf)
-		}
-		if len(s.buf)-c.hold > MaxHold {
-			s.hasPend = false
-			return true, s.overflow(c)
+			if len(s.buf)-c.hold > MaxHold {
+				return true, s.overflow(c)
+			}
 		}
 	}
 	return true, nil
@@ -140,77 +144,49 @@ func (s *Stream) Flush() error {
 // run decides as much of the held input as it can and emits it.
 func (s *Stream) run(final bool) error {
 	b := s.buf
-	from := s.ctx
-	out := s.out[:0]
-	resumed := false
-	if s.hasPend {
+	if s.hasPend && !final {
+		// Feed only the new input to the open value; once it ends, the
+		// held input is scanned again, once, as Bytes would.
 		c := &s.pend
-		end, st := len(b)-s.fed, vFail
-		if final {
-			if c.val.finish() {
-				st = vDone
-			}
-		} else {
-			end, st = c.val.feed(b[s.fed:])
-		}
-		switch st {
-		case vMore:
+		if _, st := c.val.feed(b[s.fed:]); st == vMore {
 			s.fed = len(b)
 			if len(b)-c.hold > MaxHold {
 				return s.overflow(c)
 			}
 			return nil
-		case vDone:
-			out = append(out, b[from:c.vs]...)
-			out = append(out, c.repl...)
-			from = s.fed + end
-			resumed = true
 		}
-		// vFail: not a value after all; rescan it as Bytes would.
-		s.hasPend = false
 	}
-	out, h, matched := s.r.scan(b, from, s.atStart, final, false, out, &s.scratch)
-	var chunk []byte
-	switch {
-	case matched:
+	s.hasPend = false
+	out, h, matched := s.r.scan(b, s.ctx, s.atStart, final, false, s.out[:0], &s.scratch)
+	chunk := b[s.ctx:h]
+	if matched {
 		chunk = out
-	case resumed:
-		out = append(out, b[from:h]...)
-		chunk = out
-	default:
-		chunk = b[from:h]
 	}
 	s.out = out[:0]
 	if err := s.send(chunk); err != nil {
 		return err
 	}
 	if c := &s.scratch; c.st == stMore {
+		// Only a value can outgrow MaxHold: what comes before one (a
+		// JWT header, a PEM label, spaces...) is bounded well below it.
 		if c.inVal {
 			s.pend, s.hasPend, s.fed = *c, true, len(b)
-		}
-		if len(b)-h > MaxHold {
-			s.hasPend = false
-			return s.overflow(c)
+			if len(b)-h > MaxHold {
+				return s.overflow(c)
+			}
 		}
 	}
 	s.compact(h)
 	return nil
 }
 
-// overflow masks the open candidate c, held for more than MaxHold: it emits
+// overflow masks the open value c, held for more than MaxHold: it emits
 // the rule's kept bytes and the replacement, then drops the value's
 // remaining bytes as they arrive.
 func (s *Stream) overflow(c *candidate) error {
-	out := s.out[:0]
-	if c.inVal {
-		out = append(out, s.buf[c.hold:c.vs]...)
-		out = append(out, c.repl...)
-		s.skip, s.skipping = c.val, true
-	} else {
-		// Not reached: every rule decides within a few KiB before its
-		// value starts. Mask it all anyway.
-		out = append(out, Mask...)
-	}
+	out := append(s.out[:0], s.buf[c.hold:c.vs]...)
+	out = append(out, c.repl...)
+	s.skip, s.skipping = c.val, true
 	s.hasPend = false
 	s.out = out[:0]
 	if err := s.send(out); err != nil {
