@@ -113,7 +113,7 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{log: log, sessions: make(map[string]*Session), started: time.Now(), groups: workloadsel.NewTable()}
+	a := &Agent{log: log, sessions: make(map[string]*Session), started: time.Now()}
 	a.state.Store(st)
 	a.inbound.Store(buildInbound(cfg.Inbound))
 	a.audit = o.Audit
@@ -315,6 +315,15 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("inbound.cgroup: %w", err)
 		}
 	}
+	// Rules and workload groups are computed before the datapath loads, so
+	// a restart updates the pinned tables in one ordered pass; group ids
+	// continue above the pinned ones.
+	a.groups = workloadsel.NewTable(redirect.PinnedMaxGroup(cfg.BPF.PinPath))
+	var cgs []workloadsel.Cgroup
+	if cfg.HasWorkloads() {
+		cgs = a.scanCgroups()
+	}
+	groups, dpRules := a.groups.Compute(workloadRules(cfg), cgs)
 	a.dp, err = redirect.Install(redirect.Options{
 		PinPath:       cfg.BPF.PinPath,
 		Cgroup:        cg,
@@ -323,18 +332,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		MapSize:       cfg.BPF.MapSize,
 		Mark:          cfg.BPF.Mark,
 		ProxyPort:     uint16(cfg.Proxy.Port),
+		Groups:        groups,
 		Logger:        a.log,
-	}, datapathRules(cfg))
+	}, dpRules)
 	if err != nil {
 		return err
 	}
 	defer a.dp.Close()
-	a.syncMu.Lock()
-	err = a.syncDatapath(cfg)
-	a.syncMu.Unlock()
-	if err != nil {
-		return err
-	}
 	if err := a.dp.SetServices(datapathServices(cfg.Inbound)); err != nil {
 		return err
 	}

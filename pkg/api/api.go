@@ -3,6 +3,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"syscall"
 	"time"
 )
 
@@ -94,18 +97,27 @@ type Backend interface {
 // Serve listens on the unix socket (mode 0600: only root talks to the agent)
 // and serves the API until ctx is done.
 func Serve(ctx context.Context, socket string, b Backend, log *slog.Logger) (stop func(), err error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil {
 		return nil, fmt.Errorf("api.socket %q: %w", socket, err)
 	}
-	// A socket file left by a killed agent would make bind fail.
-	if fi, err := os.Lstat(socket); err == nil && fi.Mode()&os.ModeSocket != 0 {
-		if c, err := net.Dial("unix", socket); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("api.socket %q: another agent is serving it", socket)
-		}
-		_ = os.Remove(socket)
+	if err := removeStale(socket); err != nil {
+		return nil, err
 	}
-	ln, err := net.Listen("unix", socket)
+	// The socket file is created by bind with the mode of the socket's
+	// inode less the umask: set 0600 on the inode before bind, so there is
+	// no moment when the file is open to others (a chmod after bind leaves
+	// one). The chmod after bind stays for systems that ignore it.
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var ferr error
+		if err := c.Control(func(fd uintptr) { ferr = syscall.Fchmod(int(fd), 0o600) }); err != nil {
+			return err
+		}
+		return ferr
+	}}
+	ln, err := lc.Listen(ctx, "unix", socket)
 	if err != nil {
 		return nil, fmt.Errorf("api.socket %q: %w", socket, err)
 	}
@@ -128,7 +140,9 @@ func Serve(ctx context.Context, socket string, b Backend, log *slog.Logger) (sto
 	mux.HandleFunc("GET /v1/audit", func(w http.ResponseWriter, r *http.Request) {
 		serveAudit(w, r, b)
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	// No write timeout: /v1/audit?follow=true streams for as long as the
+	// client reads.
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("local API stopped", "error", err)
@@ -140,6 +154,35 @@ func Serve(ctx context.Context, socket string, b Backend, log *slog.Logger) (sto
 		srv.Close()
 		_ = os.Remove(socket)
 	}, nil
+}
+
+// removeStale removes a socket file left by a killed agent (bind would
+// fail on it). Only a socket that refuses connections is stale: one that
+// accepts is another agent's, and one that cannot be probed (permissions,
+// a full backlog) is left alone rather than stolen from a live agent.
+// Anything else at the path is not ours to remove.
+func removeStale(socket string) error {
+	fi, err := os.Lstat(socket)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("api.socket %q: %w", socket, err)
+	case fi.Mode()&os.ModeSocket == 0:
+		return fmt.Errorf("api.socket %q: exists and is not a socket: refusing to replace it", socket)
+	}
+	c, err := net.DialTimeout("unix", socket, 2*time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("api.socket %q: another agent is serving it", socket)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("api.socket %q: cannot tell whether another agent is serving it: %w", socket, err)
+	}
+	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("api.socket %q: remove the stale socket: %w", socket, err)
+	}
+	return nil
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -157,12 +200,17 @@ func serveAudit(w http.ResponseWriter, r *http.Request, b Backend) {
 	cancel := func() {}
 	if follow {
 		// Subscribe before reading the ring so no line falls in between.
-		sub, cancel = b.AuditSubscribe()
+		var unsubscribe func()
+		sub, unsubscribe = b.AuditSubscribe()
+		if unsubscribe != nil {
+			cancel = unsubscribe
+		}
 	}
 	defer cancel()
 	w.Header().Set("Content-Type", "application/x-ndjson")
-	for _, l := range b.AuditRecent() {
-		if _, err := w.Write(l); err != nil {
+	recent := b.AuditRecent()
+	for _, l := range recent {
+		if err := writeLine(w, l); err != nil {
 			return
 		}
 	}
@@ -173,6 +221,10 @@ func serveAudit(w http.ResponseWriter, r *http.Request, b Backend) {
 	if fl != nil {
 		fl.Flush()
 	}
+	// Lines logged between the subscription and the read of the ring are
+	// in both: the subscription's first lines that repeat the end of the
+	// recent ones, in order, are not sent twice.
+	dup := recent
 	for {
 		select {
 		case <-r.Context().Done():
@@ -181,7 +233,14 @@ func serveAudit(w http.ResponseWriter, r *http.Request, b Backend) {
 			if !ok {
 				return
 			}
-			if _, err := w.Write(l); err != nil {
+			if len(dup) > 0 {
+				if i := slices.IndexFunc(dup, func(d []byte) bool { return bytes.Equal(d, l) }); i >= 0 {
+					dup = dup[i+1:]
+					continue
+				}
+				dup = nil
+			}
+			if err := writeLine(w, l); err != nil {
 				return
 			}
 			if fl != nil {
@@ -191,6 +250,22 @@ func serveAudit(w http.ResponseWriter, r *http.Request, b Backend) {
 	}
 }
 
+// writeLine writes one JSON line, adding the newline if the line lacks it
+// (two lines run together would be one unreadable line).
+func writeLine(w io.Writer, l []byte) error {
+	if len(l) == 0 {
+		return nil
+	}
+	if _, err := w.Write(l); err != nil {
+		return err
+	}
+	if l[len(l)-1] != '\n' {
+		_, err := w.Write([]byte{'\n'})
+		return err
+	}
+	return nil
+}
+
 // Client talks to the agent behind a socket.
 type Client struct {
 	socket string
@@ -198,12 +273,18 @@ type Client struct {
 }
 
 // NewClient returns a client for the agent's socket.
+//
+// Every request uses its own connection: a Client makes one or two
+// requests, and an idle kept-alive connection would stay open (holding a
+// goroutine here and in the agent) for as long as the process runs, since
+// nothing closes the Client's private transport.
 func NewClient(socket string) *Client {
 	return &Client{socket: socket, hc: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", socket)
 		},
+		DisableKeepAlives: true,
 	}}}
 }
 
@@ -220,7 +301,7 @@ func (c *Client) get(ctx context.Context, path string) (*http.Response, error) {
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		resp.Body.Close()
-		return nil, fmt.Errorf("agent %s: %s: %s", path, resp.Status, b)
+		return nil, fmt.Errorf("agent %s: %s: %s", path, resp.Status, bytes.TrimSpace(b))
 	}
 	return resp, nil
 }

@@ -158,6 +158,7 @@ func TestParseBriefExample(t *testing.T) {
 		DialTimeout:      Duration{5 * time.Second},
 		HandshakeTimeout: Duration{10 * time.Second},
 		IdleTimeout:      Duration{time.Hour},
+		DrainTimeout:     Duration{DefaultDrainTimeout},
 	}
 	if c.Proxy != wantProxy {
 		t.Errorf("Proxy = %+v, want %+v", c.Proxy, wantProxy)

@@ -304,6 +304,15 @@ func explicitZeros(raw any) []error {
 			errs = append(errs, fmt.Errorf("%s: 0 is not allowed (omit the key for the default)", strings.Join(path, ".")))
 		}
 	}
+	// Draining for 0s (cut every session at once) is not what SetDefaults
+	// would make of it.
+	if v, ok := lookup(raw, "proxy", "drainTimeout"); ok {
+		if s, isStr := v.(string); isStr {
+			if d, err := time.ParseDuration(s); err == nil && d == 0 {
+				errs = append(errs, fmt.Errorf("proxy.drainTimeout: %q is not allowed: omit the key for the default %s, or give a small duration such as 1ms to cut sessions at once", s, DefaultDrainTimeout))
+			}
+		}
+	}
 	// A tunnel's port 0 would silently become the default; a TLS port 0 is
 	// documented as "the original port" and stays allowed.
 	rules, _ := lookup(raw, "rules")

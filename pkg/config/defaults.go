@@ -11,6 +11,7 @@ const (
 	DefaultDialTimeout      = 5 * time.Second
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultIdleTimeout      = time.Hour
+	DefaultDrainTimeout     = 10 * time.Second
 	DefaultAuditFile        = "-"
 	DefaultMetricsListen    = "127.0.0.1:9464"
 	DefaultAPISocket        = "/run/intransit/api.sock"
@@ -36,6 +37,7 @@ func (c *Config) SetDefaults() {
 	setZero(&c.Proxy.DialTimeout.Duration, DefaultDialTimeout)
 	setZero(&c.Proxy.HandshakeTimeout.Duration, DefaultHandshakeTimeout)
 	setZero(&c.Proxy.IdleTimeout.Duration, DefaultIdleTimeout)
+	setZero(&c.Proxy.DrainTimeout.Duration, DefaultDrainTimeout)
 	setZero(&c.Audit.File, DefaultAuditFile)
 	setZero(&c.Metrics.Listen, DefaultMetricsListen)
 	setZero(&c.API.Socket, DefaultAPISocket)

@@ -40,6 +40,10 @@ proxy:
   # Close a relayed connection after this long without traffic; a negative
   # value (e.g. -1s) disables it. Default: 1h
   idleTimeout: 1h
+  # On shutdown (SIGTERM) the agent stops accepting, lets established
+  # sessions run this long, then cuts the rest; the pinned programs stay, so
+  # new enforced connects are refused meanwhile. Default: 10s
+  drainTimeout: 10s
 
 audit:
   # JSON-lines audit trail: "-" for stdout, or a file in an existing

@@ -115,6 +115,9 @@ type Proxy struct {
 	DialTimeout      Duration `json:"dialTimeout,omitempty"`      // default 5s
 	HandshakeTimeout Duration `json:"handshakeTimeout,omitempty"` // default 10s
 	IdleTimeout      Duration `json:"idleTimeout,omitempty"`      // default 1h; 0 keeps the default, negative disables
+	// DrainTimeout is how long a stopping agent lets established sessions
+	// finish (it has stopped accepting) before cutting the rest.
+	DrainTimeout Duration `json:"drainTimeout,omitempty"` // default 10s; a written 0 is refused
 }
 
 // Audit configures the JSON-lines audit trail.

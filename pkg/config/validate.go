@@ -77,6 +77,7 @@ func (c *Config) checkProxy(p *problems) {
 	}{
 		{"proxy.dialTimeout", c.Proxy.DialTimeout},
 		{"proxy.handshakeTimeout", c.Proxy.HandshakeTimeout},
+		{"proxy.drainTimeout", c.Proxy.DrainTimeout},
 	} {
 		if d.v.Duration < 0 {
 			p.add(d.key, "%s must not be negative", d.v.Duration)

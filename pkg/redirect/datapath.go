@@ -35,7 +35,10 @@ type Options struct {
 	// IngressCgroup, when set, gets the inbound enforcement program
 	// (cgroup_skb/ingress) for executor services; empty detaches it.
 	IngressCgroup string
-	Logger        *slog.Logger
+	// Groups is the cgroup id -> workload group table written with the
+	// rules (see SetRulesAndGroups); nil: every cgroup in group 0.
+	Groups map[uint64]uint32
+	Logger *slog.Logger
 }
 
 // program is one attached BPF program and the name of its pinned link.
@@ -107,7 +110,7 @@ func Install(o Options, rules []Rule) (*Datapath, error) {
 		d.objs.Close()
 		return nil, err
 	}
-	if err := d.SetRules(rules); err != nil {
+	if err := d.SetRulesAndGroups(rules, o.Groups); err != nil {
 		d.objs.Close()
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 
 	"github.com/cilium/ebpf"
 
@@ -136,6 +137,31 @@ func (d *Datapath) deleteStaleRules(want map[bpfobj.RedirectRuleKey]bpfobj.Redir
 		}
 	}
 	return nil
+}
+
+// PinnedMaxGroup returns the highest workload group in the rule table a
+// previous agent pinned under pinPath (0 if none or unreadable), so a new
+// agent numbers its groups above it: an id never changes meaning while
+// cgroups still point at it.
+func PinnedMaxGroup(pinPath string) uint32 {
+	m, err := ebpf.LoadPinnedMap(filepath.Join(mapsDir(pinPath), bpfobj.RedirectMapRulesMap), &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		return 0
+	}
+	defer m.Close()
+	if m.KeySize() != uint32(binary.Size(bpfobj.RedirectRuleKey{})) {
+		return 0 // an older layout: replaced wholesale on load
+	}
+	var max uint32
+	var k bpfobj.RedirectRuleKey
+	var v bpfobj.RedirectRuleVal
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if g := htonl(k.Group); g > max {
+			max = g
+		}
+	}
+	return max
 }
 
 // SetWorkloadGroups replaces the cgroup id -> workload group table. Entries

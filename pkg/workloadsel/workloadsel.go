@@ -43,8 +43,9 @@ type Table struct {
 	next uint32
 }
 
-// NewTable returns an empty table; group ids start at 1.
-func NewTable() *Table { return &Table{ids: map[string]uint32{}, next: 1} }
+// NewTable returns an empty table whose group ids start above after (the
+// highest id a previous agent left in the pinned tables).
+func NewTable(after uint32) *Table { return &Table{ids: map[string]uint32{}, next: after + 1} }
 
 // Compute returns the cgroup -> group table (only cgroups in a group other
 // than 0) and the kernel rules of every group in use.
