@@ -27,6 +27,7 @@ import (
 	"github.com/intransit/intransit/pkg/recording"
 	"github.com/intransit/intransit/pkg/redact"
 	"github.com/intransit/intransit/pkg/redirect"
+	"github.com/intransit/intransit/pkg/podnet"
 	"github.com/intransit/intransit/pkg/upstream"
 	"github.com/intransit/intransit/pkg/workloadsel"
 )
@@ -86,6 +87,7 @@ type Agent struct {
 	// Workload groups (rules[].workloads): syncMu orders the periodic
 	// rescan against reloads, so neither writes a stale rule table.
 	groups  *workloadsel.Table
+	podnet  *podnet.Finder // pod network namespaces (nil if unavailable)
 	syncMu  sync.Mutex
 	cg2root string
 
@@ -285,6 +287,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		return errNoPods
 	}
 	a.workloads = identity.NewWorkloads(a.cgroups, lookup, "/proc")
+	if a.podnet, err = podnet.NewFinder("/proc", nil); err != nil {
+		a.log.Warn("pod network namespaces will not be discovered; pods use proxy.podAddress", "error", err)
+	}
 	if err := a.openStore(cfg); err != nil {
 		return err
 	}
@@ -379,6 +384,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			defer stop()
 		}
 	}
+	a.syncPodNamespaces()
 	a.ready.Store(true)
 	a.log.Info("agent ready", "proxy", a.lis.Addrs(), "rules", len(cfg.Rules))
 

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"io/fs"
+	"net/netip"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -59,6 +60,37 @@ func (a *Agent) watchGroups(ctx context.Context) {
 			}
 		}
 		a.syncMu.Unlock()
+		a.syncPodNamespaces()
+	}
+}
+
+// syncPodNamespaces finds the network namespaces of processes under the
+// attach cgroup and, for each whose default gateway is an address of this
+// host, listens there and tells the datapath to send that namespace's
+// redirected connects to it. Others use proxy.podAddress.
+func (a *Agent) syncPodNamespaces() {
+	if a.podnet == nil || a.lis == nil {
+		return
+	}
+	via := map[uint64]netip.Addr{}
+	var addrs []netip.Addr
+	seen := map[netip.Addr]bool{}
+	for _, ns := range a.podnet.Find(a.cgroup) {
+		if !ns.Via.IsValid() {
+			continue
+		}
+		via[ns.Cookie] = ns.Via
+		if !seen[ns.Via] {
+			seen[ns.Via] = true
+			addrs = append(addrs, ns.Via)
+		}
+	}
+	// Listen first, so a redirected connect always finds the proxy.
+	if err := a.lis.SetExtra(addrs); err != nil {
+		a.log.Warn("pod namespace addresses", "error", err)
+	}
+	if err := a.dp.SetNetnsProxies(via); err != nil {
+		a.log.Error("update pod namespace proxy addresses", "error", err)
 	}
 }
 

@@ -30,8 +30,16 @@ type Refuser func(remote, local netip.AddrPort, err error)
 
 // Listener is the proxy's pair of loopback listeners.
 type Listener struct {
-	lns []*net.TCPListener
-	log *slog.Logger
+	lns  []*net.TCPListener
+	log  *slog.Logger
+	port uint16
+
+	// Per-namespace addresses (pod gateways on this host), added and
+	// removed while serving; see SetExtra.
+	mu      sync.Mutex
+	extra   map[netip.Addr]*net.TCPListener
+	serving func(*net.TCPListener) // starts an accept loop; nil until Serve
+	closed  bool
 }
 
 // Listen binds 127.0.0.1:port and [::1]:port, and pod:port when pod is
@@ -42,7 +50,7 @@ func Listen(port uint16, pod netip.Addr, log *slog.Logger) (*Listener, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	l := &Listener{log: log}
+	l := &Listener{log: log, port: port, extra: map[netip.Addr]*net.TCPListener{}}
 	v4, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(port)})
 	if err != nil {
 		return nil, fmt.Errorf("listen on proxy.port 127.0.0.1:%d: %w", port, err)
@@ -69,11 +77,63 @@ func Listen(port uint16, pod netip.Addr, log *slog.Logger) (*Listener, error) {
 
 // Addrs lists the bound addresses.
 func (l *Listener) Addrs() []net.Addr {
-	out := make([]net.Addr, 0, len(l.lns))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]net.Addr, 0, len(l.lns)+len(l.extra))
 	for _, ln := range l.lns {
 		out = append(out, ln.Addr())
 	}
+	for _, ln := range l.extra {
+		out = append(out, ln.Addr())
+	}
 	return out
+}
+
+// SetExtra makes the proxy listen on exactly these addresses besides its
+// fixed ones: host addresses that pod namespaces reach (their gateways).
+// Like any proxy address, a direct dial there finds no redirect entry and
+// is refused (threat T1). Addresses that cannot be bound are reported and
+// skipped; the rest still apply.
+func (l *Listener) SetExtra(addrs []netip.Addr) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return net.ErrClosed
+	}
+	want := map[netip.Addr]bool{}
+	var errs []error
+	for _, a := range addrs {
+		want[a] = true
+		if _, ok := l.extra[a]; ok || l.fixed(a) {
+			continue
+		}
+		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(a, l.port)))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("listen on %s:%d for pod namespaces: %w", a, l.port, err))
+			continue
+		}
+		l.extra[a] = ln
+		if l.serving != nil {
+			l.serving(ln)
+		}
+	}
+	for a, ln := range l.extra {
+		if !want[a] {
+			ln.Close()
+			delete(l.extra, a)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// fixed reports whether a is one of the addresses bound by Listen.
+func (l *Listener) fixed(a netip.Addr) bool {
+	for _, ln := range l.lns {
+		if ln.Addr().(*net.TCPAddr).AddrPort().Addr().Unmap() == a.Unmap() {
+			return true
+		}
+	}
+	return false
 }
 
 // Serve accepts until ctx is done or Close is called. Each connection is
@@ -81,14 +141,28 @@ func (l *Listener) Addrs() []net.Addr {
 // its own goroutine.
 func (l *Listener) Serve(ctx context.Context, res Resolver, handle Handler, refuse Refuser) error {
 	var wg sync.WaitGroup
-	errs := make([]error, len(l.lns))
-	for i, ln := range l.lns {
+	var errMu sync.Mutex
+	var errs []error
+	start := func(ln *net.TCPListener) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = l.acceptLoop(ln, res, handle, refuse)
+			if err := l.acceptLoop(ln, res, handle, refuse); err != nil {
+				errMu.Lock()
+				errs = append(errs, err)
+				errMu.Unlock()
+			}
 		}()
 	}
+	l.mu.Lock()
+	for _, ln := range l.lns {
+		start(ln)
+	}
+	for _, ln := range l.extra {
+		start(ln)
+	}
+	l.serving = start
+	l.mu.Unlock()
 	stop := context.AfterFunc(ctx, func() { l.Close() })
 	defer stop()
 	wg.Wait()
@@ -129,7 +203,14 @@ func (l *Listener) acceptLoop(ln *net.TCPListener, res Resolver, handle Handler,
 
 // Close stops accepting. Already accepted connections are not touched.
 func (l *Listener) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
 	var errs []error
+	for a, ln := range l.extra {
+		ln.Close()
+		delete(l.extra, a)
+	}
 	for _, ln := range l.lns {
 		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			errs = append(errs, err)

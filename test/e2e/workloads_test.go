@@ -176,3 +176,54 @@ func TestWorkloadSelectorsOnPods(t *testing.T) {
 		t.Error("the direct dial was not audited as REFUSED")
 	}
 }
+
+// TestPodNamespaceDiscovered: without proxy.podAddress, the agent finds a
+// pod's network namespace from the processes in its cgroup, listens on the
+// pod's gateway (a host address) and sends that namespace's enforced
+// connects there; the pod's connects are upgraded.
+func TestPodNamespaceDiscovered(t *testing.T) {
+	testutil.RequireRoot(t)
+	p := newPKI(t)
+	srv := startTLSServer(t, "tcp4", "0.0.0.0:0", p.server.TLS, echo)
+	port := freePort(t)
+	r := startAgent(t, agentOpts{rules: enforceRule("pods", port, srv.port, ", serverName: executor.test, caFile: "+p.ca.File)})
+	pod := newSimPod(t, 63, filepath.Join(r.cgroup, "pods", "c"))
+
+	// The pod's long-lived process, as its pause container would be.
+	nsf, err := pod.ns.NSFile()
+	must(t, err)
+	defer nsf.Close()
+	cgfd, err := unix.Open(pod.cgroup, unix.O_DIRECTORY|unix.O_RDONLY, 0)
+	must(t, err)
+	defer unix.Close(cgfd)
+	holder := exec.Command("nsenter", "--net=/proc/self/fd/3", "sleep", "30")
+	holder.ExtraFiles = []*os.File{nsf}
+	holder.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgfd}
+	must(t, holder.Start())
+	t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
+
+	// Within a second the agent listens on the pod's gateway.
+	want := fmt.Sprintf("%s:%d", pod.ns.HostIP, r.cfg.Proxy.Port)
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		found := false
+		for _, a := range r.agent.Status().Proxy {
+			found = found || a == want
+		}
+		if found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("proxy addresses %v lack the pod gateway %s", r.agent.Status().Proxy, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	dst := fmt.Sprintf("%s:%d", pod.ns.HostIP, port)
+	before := srv.accepted.Load()
+	if got, err := pod.exchange(t, dst, "hello-from-c"); err != nil || got != "hello-from-c" {
+		t.Fatalf("pod c: %q, %v", got, err)
+	}
+	if srv.accepted.Load() != before+1 {
+		t.Fatal("pod c's connect was not upgraded")
+	}
+}
