@@ -24,10 +24,10 @@ import (
 	"github.com/intransit/intransit/pkg/identity"
 	"github.com/intransit/intransit/pkg/listener"
 	"github.com/intransit/intransit/pkg/metrics"
+	"github.com/intransit/intransit/pkg/podnet"
 	"github.com/intransit/intransit/pkg/recording"
 	"github.com/intransit/intransit/pkg/redact"
 	"github.com/intransit/intransit/pkg/redirect"
-	"github.com/intransit/intransit/pkg/podnet"
 	"github.com/intransit/intransit/pkg/upstream"
 	"github.com/intransit/intransit/pkg/workloadsel"
 )

@@ -199,4 +199,3 @@ func firstPIDs(path string, n int) []int {
 	}
 	return out
 }
-
