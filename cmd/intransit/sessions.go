@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,9 +10,11 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -80,7 +83,8 @@ func (f *storeFlags) open(ctx context.Context) (*store, error) {
 	if keyFile != "" {
 		k, err := os.ReadFile(keyFile)
 		if err != nil {
-			return nil, fmt.Errorf("--key-file: %w", err)
+			// The path may come from the agent or the config, not the flag.
+			return nil, fmt.Errorf("recordings key file (--key-file, recordings.keyFile): %w", err)
 		}
 		s.key = k
 	}
@@ -89,12 +93,36 @@ func (f *storeFlags) open(ctx context.Context) (*store, error) {
 
 // status is a recording's status as the CLI shows it: an unsealed
 // recording of a session the agent says is open is "open", not
-// "unfinished" (the file lock says so too, where it is visible).
+// "unfinished" (the file lock says so too, where it is visible). A file
+// read while the agent was writing it may also end mid-chunk: that is
+// "open" too, as the reader says when it sees the lock.
 func (s *store) status(id string, st recording.Status) string {
-	if st == recording.StatusUnfinished && s.active[id] {
+	if s.reopened(id, st) {
 		return string(recording.StatusOpen)
 	}
 	return string(st)
+}
+
+// reopened says whether status maps st to open.
+func (s *store) reopened(id string, st recording.Status) bool {
+	return s.active[id] && (st == recording.StatusUnfinished || st == recording.StatusTruncated)
+}
+
+// problems drops, for a recording the agent says is open, the reader's
+// "unfinished: no seal" and "truncated: ..." problems: they describe a
+// writer that is gone, and the reader does not report them either when it
+// sees the writer's lock.
+func (s *store) problems(id string, st recording.Status, ps []string) []string {
+	if !s.reopened(id, st) {
+		return ps
+	}
+	var out []string
+	for _, p := range ps {
+		if !strings.HasPrefix(p, "unfinished: ") && !strings.HasPrefix(p, "truncated: ") {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func sessionsCmd() *cobra.Command {
@@ -148,9 +176,15 @@ func (f listFilter) match(now time.Time) (func(recording.Summary) bool, error) {
 			return false
 		}
 		if f.workload != "" {
+			// Everything the flag's help names: pod/NS/NAME (or
+			// container/RUNTIME/ID12), the cgroup path and the full
+			// container id even when a pod names the workload, comm, exe.
 			w := m.Process.Workload()
-			if m.Process != nil {
-				w += " " + m.Process.Comm + " " + m.Process.Exe
+			if p := m.Process; p != nil {
+				w += "\n" + p.CgroupPath + "\n" + p.Comm + "\n" + p.Exe
+				if c := p.Container; c != nil {
+					w += "\ncontainer/" + c.Runtime + "/" + c.ID
+				}
 			}
 			if !strings.Contains(w, f.workload) {
 				return false
@@ -206,6 +240,7 @@ func sessionsListCmd() *cobra.Command {
 			var sel []recording.Summary
 			for _, r := range all {
 				if match(r) {
+					r.Problems = s.problems(r.ID, r.Status, r.Problems)
 					r.Status = recording.Status(s.status(r.ID, r.Status))
 					sel = append(sel, r)
 				}
@@ -243,18 +278,29 @@ func printSessions(out io.Writer, sel []recording.Summary) {
 			dur = e.End.Sub(m.Start).Round(time.Millisecond).String()
 			sent, recv, verdict = fmt.Sprint(e.BytesSent), fmt.Sprint(e.BytesReceived), string(e.Verdict)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, m.Start.UTC().Format(time.RFC3339),
-			dur, safe(m.Process.Workload()), m.Source, m.Destination, m.Upstream, sent, recv, verdict, m.Level, r.Status)
+		// Every string from the file goes through safe: a tampered
+		// recording is listed too, and any of its fields may carry escapes.
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", safe(r.ID), m.Start.UTC().Format(time.RFC3339),
+			dur, safe(m.Process.Workload()), safe(m.Source), safe(m.Destination), safe(m.Upstream), sent, recv,
+			safe(verdict), safe(m.Level), safe(string(r.Status)))
 	}
 	tw.Flush()
 }
 
-// safe quotes workload-controlled strings that carry control characters,
-// so a recording cannot drive the terminal.
+// safe quotes workload-controlled strings that carry anything but
+// printable characters and spaces (control characters, ESC, C1 controls,
+// invalid UTF-8 such as a lone 0x9b byte, which 8-bit terminals take for
+// CSI, bidi overrides, zero-width characters), so a recording cannot drive
+// the terminal or disguise what it shows.
 func safe(s string) string {
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
-			return fmt.Sprintf("%q", s)
+	for i, r := range s {
+		if r == utf8.RuneError {
+			if _, n := utf8.DecodeRuneInString(s[i:]); n == 1 {
+				return strconv.Quote(s)
+			}
+		}
+		if !strconv.IsPrint(r) {
+			return strconv.Quote(s)
 		}
 	}
 	return s
@@ -266,7 +312,11 @@ func (s *store) load(id string) (*recording.Recording, *transcript.Transcript, e
 	if err != nil {
 		return nil, nil, err
 	}
-	t, err := transcript.Build(transcript.Input{Meta: rec.Meta, Chunks: rec.Chunks, End: rec.End, Status: s.status(id, rec.Status)})
+	rec.Problems = s.problems(id, rec.Status, rec.Problems)
+	// The reader's problems go into the transcript too, so that replay and
+	// the exports say what is wrong with a recording, not only its status.
+	t, err := transcript.Build(transcript.Input{Meta: rec.Meta, Chunks: rec.Chunks, End: rec.End,
+		Status: s.status(id, rec.Status), Problems: rec.Problems})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -407,33 +457,38 @@ func sessionsExportCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			if outPath != "" && outPath != "-" {
-				f, err := os.OpenFile(outPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				out = f
-			}
+			// Render first: a failed export (a raw session to HAR) must not
+			// truncate or create the output file.
+			var b []byte
 			switch format {
 			case "pcapng":
-				return transcript.PCAPNG(t, out)
+				var buf bytes.Buffer
+				if err := transcript.PCAPNG(t, &buf); err != nil {
+					return err
+				}
+				b = buf.Bytes()
 			case "har":
-				b, err := transcript.HAR(t)
-				if err != nil {
-					return err
-				}
-				_, err = out.Write(b)
-				return err
+				b, err = transcript.HAR(t)
 			default:
-				b, err := transcript.JSON(t)
-				if err != nil {
-					return err
-				}
-				_, err = out.Write(b)
+				b, err = transcript.JSON(t)
+			}
+			if err != nil {
 				return err
 			}
+			if outPath == "" || outPath == "-" {
+				_, err := cmd.OutOrStdout().Write(b)
+				return err
+			}
+			f, err := os.OpenFile(outPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+			if err != nil {
+				return err
+			}
+			if _, err := f.Write(b); err != nil {
+				f.Close()
+				return err
+			}
+			// A write error may only show at close (NFS, quota).
+			return f.Close()
 		},
 	}
 	sf.add(cmd)
@@ -462,6 +517,9 @@ func sessionsVerifyCmd() *cobra.Command {
 				return err
 			}
 			status := s.status(args[0], res.Status)
+			res.Problems = s.problems(args[0], res.Status, res.Problems)
+			// --json reports the status the exit code is based on.
+			res.Status = recording.Status(status)
 			out := cmd.OutOrStdout()
 			if asJSON {
 				enc := json.NewEncoder(out)
