@@ -181,6 +181,10 @@ func statusWarning(s string) string {
 		return "the file ends mid-chunk: the end of the recording is missing"
 	case StatusTampered:
 		return "the hash chain does not verify: the recording was altered or corrupted; do not trust its contents"
+	case "open":
+		return "open: the session is still being recorded; what is shown so far verifies"
+	case "unverified":
+		return "unverified: a keyed recording read without recordings.keyFile; pass --key-file to check it"
 	}
 	return "not verified as sealed: do not trust its contents"
 }
