@@ -16,6 +16,55 @@ func Cgroup2Root() (string, error) {
 	return cgroup2RootFrom("/proc/self/mountinfo")
 }
 
+// Cgroup2RootOf returns the cgroup2 mount point that holds dir: in a pod
+// the first cgroup2 mount is the container's own (its cgroup namespace),
+// while the attach cgroup is the host's, mounted elsewhere (e.g.
+// /host/sys/fs/cgroup). Paths of other workloads' cgroups are relative to
+// that mount.
+func Cgroup2RootOf(dir string) (string, error) {
+	return cgroup2RootOfFrom("/proc/self/mountinfo", dir)
+}
+
+func cgroup2RootOfFrom(mountinfo, dir string) (string, error) {
+	mounts, err := cgroup2Mounts(mountinfo)
+	if err != nil {
+		return "", err
+	}
+	best := ""
+	for _, m := range mounts {
+		if (dir == m || strings.HasPrefix(dir, strings.TrimSuffix(m, "/")+"/")) && len(m) > len(best) {
+			best = m
+		}
+	}
+	if best == "" {
+		return "", fmt.Errorf("%s is not under a cgroup2 mount (%v)", dir, mounts)
+	}
+	return best, nil
+}
+
+func cgroup2Mounts(mountinfo string) ([]string, error) {
+	f, err := os.Open(mountinfo)
+	if err != nil {
+		return nil, fmt.Errorf("find cgroup2 mounts: %w", err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		for i, f := range fields {
+			if f == "-" && i+1 < len(fields) && i >= 5 {
+				if fields[i+1] == "cgroup2" {
+					out = append(out, unescapeMountPath(fields[4]))
+				}
+				break
+			}
+		}
+	}
+	return out, sc.Err()
+}
+
 func cgroup2RootFrom(mountinfo string) (string, error) {
 	f, err := os.Open(mountinfo)
 	if err != nil {
