@@ -268,7 +268,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.cgroup = cg
-	if root, err := redirect.Cgroup2Root(); err == nil {
+	// The mount holding the attach cgroup: in a pod that is the host's
+	// hierarchy (e.g. /host/sys/fs/cgroup), not the container's own.
+	if root, err := redirect.Cgroup2RootOf(cg); err == nil {
+		a.cgroups = identity.NewCgroups(root)
+		a.cg2root = root
+	} else if root, err := redirect.Cgroup2Root(); err == nil {
 		a.cgroups = identity.NewCgroups(root)
 		a.cg2root = root
 	}
@@ -396,7 +401,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.ready.Store(false)
 	a.lis.Close()
 	stopInbound()
-	a.drain(10 * time.Second)
+	// proxy.drainTimeout of the configuration in service (reloadable).
+	a.drain(a.state.Load().cfg.Proxy.DrainTimeout.Duration)
 	wg.Wait()
 	if a.store != nil {
 		// Releases the directory lock for the next agent.
@@ -406,10 +412,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	return runErr
 }
 
-// drain waits for active sessions to finish, then cuts the rest.
+// drain waits up to grace for active sessions to finish, then cuts the rest.
 func (a *Agent) drain(grace time.Duration) {
 	done := make(chan struct{})
 	go func() { a.active.Wait(); close(done) }()
+	a.mu.Lock()
+	n := len(a.sessions)
+	a.mu.Unlock()
+	if n > 0 {
+		a.log.Info("draining sessions", "sessions", n, "drainTimeout", grace.String())
+	}
 	select {
 	case <-done:
 		return
@@ -419,7 +431,9 @@ func (a *Agent) drain(grace time.Duration) {
 	for _, s := range a.sessions {
 		s.abort()
 	}
+	n = len(a.sessions)
 	a.mu.Unlock()
+	a.log.Warn("drain timeout: cutting the remaining sessions", "sessions", n, "drainTimeout", grace.String())
 	<-done
 }
 
