@@ -377,7 +377,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		if err := a.lis.Serve(ctx, a.dp, a.handle, a.refuse); err != nil {
+		if err := a.lis.Serve(ctx, a.dp, a.startSession, a.refuse); err != nil {
 			errc <- err
 		}
 	}()

@@ -68,10 +68,16 @@ func (a *Agent) countConnection(rule string, v audit.Verdict, p *audit.Process) 
 	}
 }
 
+// startSession counts a redirected connection before handing it to its own
+// goroutine, so drain (which runs once accepting stopped) waits for it.
+func (a *Agent) startSession(c *net.TCPConn, o redirect.Orig) {
+	a.active.Add(1)
+	go a.handle(c, o)
+}
+
 // handle upgrades one redirected connection: dial the original destination
 // with TLS, then relay. Any failure closes the client: never plaintext.
 func (a *Agent) handle(c *net.TCPConn, o redirect.Orig) {
-	a.active.Add(1)
 	defer a.active.Done()
 
 	st := a.state.Load()

@@ -23,6 +23,9 @@ type Resolver interface {
 }
 
 // Handler takes ownership of an accepted connection.
+// It runs on the accept goroutine and must return quickly (start a
+// goroutine): the caller can then count the session before the next accept,
+// so a shutdown that stops accepting never misses one.
 type Handler func(c *net.TCPConn, orig redirect.Orig)
 
 // Refuser is told about each connection refused for lack of an entry.
@@ -197,7 +200,7 @@ func (l *Listener) acceptLoop(ln *net.TCPListener, res Resolver, handle Handler,
 			}
 			continue
 		}
-		go handle(c, orig)
+		handle(c, orig) // returns at once: it starts the session's goroutine
 	}
 }
 

@@ -1,6 +1,7 @@
 package recorder
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -201,6 +202,77 @@ func BenchmarkRecorderHTTP1KiB(b *testing.B) {
 			b.StopTimer()
 			if err := r.Finish(recording.End{}); err != nil {
 				b.Fatal(err)
+			}
+		})
+	}
+}
+
+// BenchmarkBulkParts measures, on the same 128 KiB pieces as
+// BenchmarkRecorderBulk, the parts a recorded byte goes through, to show
+// where the time goes and what the ceiling is: the redactor's stream
+// (binary and text), the SHA-256 chain, the copy into the writer's buffer
+// and the write(2) to a file on /dev/shm (or disk).
+func BenchmarkBulkParts(b *testing.B) {
+	const tap = 128 << 10
+	for _, kind := range []string{"binary", "text"} {
+		b.Run("redact-stream/"+kind, func(b *testing.B) {
+			data := bulkPayload(kind, 8*tap)
+			st := benchRedactor(b).NewStream(func([]byte) error { return nil })
+			b.SetBytes(tap)
+			for i := 0; i < b.N; i++ {
+				off := (i % 8) * tap
+				if err := st.Write(data[off : off+tap]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	b.Run("sha256", func(b *testing.B) {
+		data := bulkPayload("binary", tap)
+		h := sha256.New()
+		var sum [sha256.Size]byte
+		b.SetBytes(tap)
+		for i := 0; i < b.N; i++ {
+			h.Reset()
+			h.Write(sum[:])
+			h.Write(data)
+			h.Sum(sum[:0])
+		}
+	})
+	b.Run("copy", func(b *testing.B) {
+		data := bulkPayload("binary", tap)
+		buf := make([]byte, 0, tap+64)
+		b.SetBytes(tap)
+		for i := 0; i < b.N; i++ {
+			buf = append(buf[:0], data...)
+		}
+	})
+	for _, d := range benchDirs(b) {
+		b.Run("write/"+d.name, func(b *testing.B) {
+			dir := d.dir
+			if dir == "" {
+				dir = b.TempDir()
+			}
+			f, err := os.CreateTemp(dir, "write-bench-")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer os.Remove(f.Name())
+			defer f.Close()
+			data := bulkPayload("binary", tap)
+			b.SetBytes(tap)
+			for i := 0; i < b.N; i++ {
+				if i%8192 == 0 { // keep the file at 1 GiB at most
+					if err := f.Truncate(0); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := f.Seek(0, 0); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if _, err := f.Write(data); err != nil {
+					b.Fatal(err)
+				}
 			}
 		})
 	}

@@ -249,12 +249,6 @@ func (l *loaded) chunksOf(kind recording.Kind) []recording.Chunk {
 	return out
 }
 
-// notes returns the recording's notes.
-func (l *loaded) notes(t *testing.T) []recording.Note {
-	t.Helper()
-	return l.tr.Notes
-}
-
 func hasNote(notes []recording.Note, code string) bool {
 	for _, n := range notes {
 		if n.Code == code {

@@ -80,7 +80,7 @@ func Start(store *recording.Store, meta recording.Meta, o Options) (*Recorder, e
 		return nil, errors.New("recorder: no redactor")
 	}
 	r := &Recorder{o: o}
-	if names := tokens(o.MaskHeaders); len(names) > 0 {
+	if names := tokens(o.MaskHeaders); o.Full && len(names) > 0 {
 		m, err := redact.New(redact.Policy{Headers: names, JSONFields: names})
 		if err != nil {
 			return nil, fmt.Errorf("recorder: mask headers: %w", err)
@@ -420,15 +420,17 @@ func (d *direction) add(kind recording.Kind, exchange uint32, payload []byte) {
 		p := payload[:min(len(payload), recording.MaxPayload)]
 		payload = payload[len(p):]
 		if len(p) >= directPayload {
-			d.appendNow(kind, exchange, p)
+			d.appendNow(&recording.Chunk{Time: d.now, Kind: kind, Dir: d.dir, Exchange: exchange, Payload: p})
 			continue
 		}
 		if n := len(d.pending); n > 0 {
 			last := &d.pending[n-1]
-			if last.kind == kind && last.exchange == exchange && last.end == len(d.arena) &&
-				last.end-last.off+len(p) <= recording.MaxPayload {
+			if last.kind == kind && last.exchange == exchange && last.end == len(d.arena) {
 				d.arena = append(d.arena, p...)
 				last.end = len(d.arena)
+				if last.end-last.off >= directPayload {
+					d.appendNow(nil) // enough to go now
+				}
 				continue
 			}
 		}
@@ -438,13 +440,12 @@ func (d *direction) add(kind recording.Kind, exchange uint32, payload []byte) {
 	}
 }
 
-// appendNow appends the pending chunks and p to the writer; commit
-// flushes them.
-func (d *direction) appendNow(kind recording.Kind, exchange uint32, p []byte) {
+// appendNow appends the pending chunks, then c if not nil, to the writer;
+// commit flushes them.
+func (d *direction) appendNow(c *recording.Chunk) {
 	r := d.r
-	c := recording.Chunk{Time: d.now, Kind: kind, Dir: d.dir, Exchange: exchange, Payload: p}
 	r.mu.Lock()
-	report := r.appendLocked(d, &c)
+	report := r.appendLocked(d, c)
 	r.mu.Unlock()
 	d.arena = d.arena[:0]
 	d.dirty = true
@@ -483,6 +484,9 @@ func (d *direction) headers(hs []httpstream.Header) []recording.Header {
 		out = append(out, recording.Header{Name: h.Name, Value: v})
 	}
 	d.hdrs = out
+	if out == nil {
+		out = []recording.Header{} // "headers": [], not null
+	}
 	return out
 }
 
@@ -491,11 +495,14 @@ func (d *direction) Head(exchange uint32, h *httpstream.Head) {
 	d.exchange = exchange
 	rh := recording.HTTPHead{
 		Request: h.Request, Method: h.Method, Proto: h.Proto,
-		Status: h.Status, Reason: h.Reason, Headers: d.headers(h.Headers), Chunked: h.Chunked,
+		Status: h.Status, Headers: d.headers(h.Headers), Chunked: h.Chunked,
 	}
 	if h.Request {
 		// The request target can carry secrets too (?access_token=...).
 		rh.Target = d.r.redactString(h.Target)
+	} else {
+		// So can a reason phrase (a server quoting what it refused).
+		rh.Reason = d.r.redactString(h.Reason)
 	}
 	d.addJSON(recording.KindHTTPHead, exchange, func(b []byte) []byte { return appendHead(b, &rh) })
 	d.jsonBody = isJSON(h.Headers) && h.ContentLength <= maxJSONBody

@@ -977,3 +977,22 @@ func TestTranscriptRoundTrip(t *testing.T) {
 		t.Errorf("JSON export: %+v", out)
 	}
 }
+
+// TestHeadersNeverNull: a head without header lines records "headers": []
+// (as encoding/json did for the recorder's non-nil slice).
+func TestHeadersNeverNull(t *testing.T) {
+	s, dir := testStore(t, "", recording.StoreOptions{})
+	r := start(t, s, Options{Full: true})
+	feed(t, r, []msg{{true, "GET / HTTP/1.0\r\n\r\n"}, {false, "HTTP/1.0 204 No Content\r\n\r\n"}}, splitters[0], 13)
+	finish(t, r)
+	l := load(t, dir, r.ID())
+	heads := l.chunksOf(recording.KindHTTPHead)
+	if len(heads) != 2 {
+		t.Fatalf("%d heads", len(heads))
+	}
+	for _, c := range heads {
+		if !bytes.Contains(c.Payload, []byte(`"headers":[]`)) {
+			t.Errorf("head %s", c.Payload)
+		}
+	}
+}
