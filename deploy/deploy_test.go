@@ -213,14 +213,17 @@ func TestSystemdUnit(t *testing.T) {
 		}
 	}
 
+	// The DaemonSet's set plus SYS_PTRACE, the host equivalent of the
+	// chart's resolveExecutables switch: workload executables in audit
+	// events and recordings.
 	var wantSet []string
-	for _, c := range wantCaps {
+	for _, c := range append(slices.Clone(wantCaps), "SYS_PTRACE") {
 		wantSet = append(wantSet, "CAP_"+c)
 	}
 	for _, k := range []string{"CapabilityBoundingSet", "AmbientCapabilities"} {
 		got := strings.Fields(u.one(t, "Service", k))
 		if !slices.Equal(sortedCopy(got), sortedCopy(wantSet)) {
-			t.Errorf("%s=%v, want the DaemonSet's set %v", k, got, wantSet)
+			t.Errorf("%s=%v, want the DaemonSet's set plus CAP_SYS_PTRACE %v", k, got, wantSet)
 		}
 	}
 
