@@ -121,7 +121,21 @@ func (t *injectTap) head(raw []byte) bool {
 			return false
 		}
 	}
+	kept := 0
+	for _, f := range t.p.fields {
+		if !equalFold(raw[f.line:f.nameEnd], t.name) {
+			kept++
+		}
+	}
+	start := len(t.out)
 	t.out = t.rewrite(raw, t.p.sl.end, v)
+	// The upstream (and our own recorder) parse with the same limits: a head
+	// the added line pushes over them is refused, not forwarded.
+	if kept+1 > MaxHeaderLines || len(t.out)-start > MaxHeadBytes {
+		t.out = t.out[:start]
+		t.err = fmt.Errorf("inject: request head with the injected %s header would exceed %d header lines or %d bytes", t.name, MaxHeaderLines, MaxHeadBytes)
+		return false
+	}
 	return true
 }
 

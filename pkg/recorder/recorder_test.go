@@ -787,13 +787,14 @@ func TestInjectedCredentialOutsideHeads(t *testing.T) {
 		fmt.Fprintf(&head, "X-H%d: v\r\n", i)
 	}
 	head.WriteString("\r\n")
-	injected, err := inj.Transform(nil, []byte(head.String()))
-	if err != nil {
-		t.Fatalf("injector: %v", err)
+	// The injector refuses a head its line would push over the limits
+	// (fail closed); the recorder must still mask such a head if one
+	// reached it as raw bytes, so build it by hand.
+	if _, err := inj.Transform(nil, []byte(head.String())); err == nil {
+		t.Fatal("injector forwarded a head over the header-line limit")
 	}
-	if !bytes.Contains(injected, []byte(secInjected)) {
-		t.Fatal("injector did not inject")
-	}
+	full := head.String()
+	injected := []byte(full[:len(full)-2] + injectedHeader + ": " + secInjected + "\r\n\r\n")
 	trace := "TRACE / HTTP/1.1\r\nHost: x\r\n" + injectedHeader + ": " + secInjected + "\r\n\r\n"
 	echo := `{"headers":{"Host":"x","` + injectedHeader + `":"` + secInjected + `"}}`
 	for _, sp := range splitters {
