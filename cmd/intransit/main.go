@@ -138,6 +138,7 @@ func runAgent(ctx context.Context, src config.Sources, watch bool, log *slog.Log
 	rl.Before = func() { notifyErr(notify.Reloading("reloading the configuration")) }
 	rl.After = func(c *config.Config, err error) {
 		status := ""
+		a.Metrics().CountReload(err == nil)
 		if err != nil {
 			status = "reload refused, serving the previous configuration: " + err.Error()
 		} else {

@@ -47,6 +47,8 @@ type Metrics struct {
 
 	Recordings      *prometheus.CounterVec // {rule,level}
 	RecordingErrors *prometheus.CounterVec // {rule,action}
+	ConfigReloads     *prometheus.CounterVec // {result}: applied, refused
+	ConfigLastApplied prometheus.Gauge
 	// WorkloadConnections is nil unless EnableWorkloadLabels ran.
 	WorkloadConnections *prometheus.CounterVec // {rule,verdict,workload}
 	recordings          recordingMetrics
@@ -112,6 +114,20 @@ func New(rules []string) *Metrics {
 		m.UpstreamErrors, m.SessionSeconds, m.EventsLost, auditErrors, m.mapFill,
 	)
 	m.registerRecordings()
+	m.ConfigReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace,
+		Name:      "config_reloads_total",
+		Help:      "Configuration reloads (file change, SIGHUP) by result: applied or refused (the previous configuration keeps serving).",
+	}, []string{"result"})
+	m.ConfigLastApplied = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace,
+		Name:      "config_last_applied_timestamp_seconds",
+		Help:      "When the configuration in service was loaded (start or last applied reload).",
+	})
+	m.ConfigReloads.WithLabelValues("applied")
+	m.ConfigReloads.WithLabelValues("refused")
+	m.ConfigLastApplied.SetToCurrentTime()
+	m.Registry.MustRegister(m.ConfigReloads, m.ConfigLastApplied)
 	m.AddRules(rules)
 	return m
 }

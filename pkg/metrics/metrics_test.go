@@ -216,3 +216,42 @@ func gatherValue(t *testing.T, m *Metrics, name, label string) float64 {
 	t.Fatalf("no series %s{%s}", name, strings.TrimSpace(label))
 	return 0
 }
+
+func TestCountReload(t *testing.T) {
+	m := New([]string{"r"})
+	start := testutil.ToFloat64(m.ConfigLastApplied)
+	if start == 0 {
+		t.Fatal("config_last_applied_timestamp_seconds not set at start")
+	}
+	m.CountReload(false)
+	m.CountReload(true)
+	m.CountReload(true)
+	if a, r := testutil.ToFloat64(m.ConfigReloads.WithLabelValues("applied")), testutil.ToFloat64(m.ConfigReloads.WithLabelValues("refused")); a != 2 || r != 1 {
+		t.Errorf("reloads applied %v refused %v, want 2 and 1", a, r)
+	}
+	if testutil.ToFloat64(m.ConfigLastApplied) < start {
+		t.Error("last-applied time went backwards")
+	}
+}
+
+func TestRecordingsAndWorkloadMetrics(t *testing.T) {
+	m := New([]string{"r"})
+	m.SetRecordingsSource(RecordingsSource{Usage: func() int64 { return 4096 }, Evicted: func() uint64 { return 3 }})
+	m.EnableWorkloadLabels()
+	m.EnableWorkloadLabels() // idempotent
+	m.WorkloadConnections.WithLabelValues("r", "UPGRADED", "agents/planner").Inc()
+	want := `
+# HELP intransit_recordings_bytes Disk used by session recordings (bounded by recordings.maxTotalSize).
+# TYPE intransit_recordings_bytes gauge
+intransit_recordings_bytes 4096
+# HELP intransit_recordings_evicted_total Recordings deleted, oldest first, to stay under recordings.maxTotalSize.
+# TYPE intransit_recordings_evicted_total counter
+intransit_recordings_evicted_total 3
+`
+	if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(want), "intransit_recordings_bytes", "intransit_recordings_evicted_total"); err != nil {
+		t.Error(err)
+	}
+	if got := testutil.ToFloat64(m.WorkloadConnections.WithLabelValues("r", "UPGRADED", "agents/planner")); got != 1 {
+		t.Errorf("workload counter = %v", got)
+	}
+}

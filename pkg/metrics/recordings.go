@@ -71,3 +71,15 @@ func (m *Metrics) EnableWorkloadLabels() {
 	}, []string{"rule", "verdict", "workload"})
 	m.Registry.MustRegister(m.WorkloadConnections)
 }
+
+// CountReload counts a configuration reload by result; the gauge keeps the
+// time of the last applied one (alert when a refused reload is not followed
+// by an applied one).
+func (m *Metrics) CountReload(applied bool) {
+	if applied {
+		m.ConfigReloads.WithLabelValues("applied").Inc()
+		m.ConfigLastApplied.SetToCurrentTime()
+		return
+	}
+	m.ConfigReloads.WithLabelValues("refused").Inc()
+}
