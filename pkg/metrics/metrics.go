@@ -45,8 +45,8 @@ type Metrics struct {
 	EventsLost       prometheus.Counter
 	Registry         *prometheus.Registry
 
-	Recordings      *prometheus.CounterVec // {rule,level}
-	RecordingErrors *prometheus.CounterVec // {rule,action}
+	Recordings        *prometheus.CounterVec // {rule,level}
+	RecordingErrors   *prometheus.CounterVec // {rule,action}
 	ConfigReloads     *prometheus.CounterVec // {result}: applied, refused
 	ConfigLastApplied prometheus.Gauge
 	// WorkloadConnections is nil unless EnableWorkloadLabels ran.

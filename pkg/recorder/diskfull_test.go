@@ -5,46 +5,14 @@ package recorder
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"syscall"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/intransit/intransit/internal/testutil"
 	"github.com/intransit/intransit/pkg/recording"
 )
 
-// mountTmpfs mounts a tmpfs of size on a fresh directory, unmounted at
-// cleanup. It skips when it cannot (not root, no CAP_SYS_ADMIN), except
-// under CI=true, where it fails.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	skip := func(why string) {
-		t.Helper()
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("the disk-full test must run in CI: %s", why)
-		}
-		t.Skipf("the disk-full test needs to mount a tmpfs: %s", why)
-	}
-	if os.Geteuid() != 0 {
-		skip("not running as root")
-	}
-	dir := filepath.Join(t.TempDir(), "full")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+size+",mode=0700"); err != nil {
-		skip(fmt.Sprintf("mount -t tmpfs: %v", err))
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
-			t.Errorf("umount %s: %v", dir, err)
-			_ = unix.Unmount(dir, unix.MNT_DETACH)
-		}
-	})
-	return dir
-}
+func mountTmpfs(t *testing.T, size string) string { return testutil.MountTmpfs(t, size) }
 
 // TestWriteFailure: the disk fills up (ENOSPC). With CloseOnError false
 // Tap keeps returning nil; with it, Tap returns the error from then on.

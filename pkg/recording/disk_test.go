@@ -3,44 +3,16 @@ package recording
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/intransit/intransit/internal/testutil"
 )
 
-// mountTmpfs mounts a small tmpfs on a fresh directory. It skips when not
-// root (or mounting is not permitted), unless CI=true: there it fails.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	skip := func(why string) {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("disk-full test cannot run in CI: %s", why)
-		}
-		t.Skipf("disk-full test needs a tmpfs mount: %s", why)
-	}
-	if os.Geteuid() != 0 {
-		skip("not running as root")
-	}
-	dir := filepath.Join(t.TempDir(), "full")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size+",mode=0700"); err != nil {
-		skip(fmt.Sprintf("mount -t tmpfs: %v", err))
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			// A file left open (a failed test): detach anyway.
-			t.Errorf("umount %s: %v", dir, err)
-			syscall.Unmount(dir, syscall.MNT_DETACH)
-		}
-	})
-	return dir
-}
+func mountTmpfs(t *testing.T, size string) string { return testutil.MountTmpfs(t, size) }
 
 func TestDiskFull(t *testing.T) {
 	dir := mountTmpfs(t, "256k")
@@ -112,7 +84,7 @@ func TestReadOnlyDir(t *testing.T) {
 	writeSealed(t, s, "0000000000000001")
 	s.Close()
 	if err := syscall.Mount("", dir, "", syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
-		t.Skipf("remount read-only: %v", err)
+		t.Fatalf("remount read-only: %v", err)
 	}
 	if _, err := OpenStore(dir, bigOpts()); !errors.Is(err, syscall.EROFS) {
 		t.Fatalf("OpenStore on a read-only fs: %v", err)

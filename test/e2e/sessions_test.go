@@ -373,12 +373,7 @@ func TestRecordingDiskFull(t *testing.T) {
 			testutil.RequireRoot(t)
 			p := newPKI(t)
 			srv := startTLSServer(t, "tcp4", "127.0.0.1:0", p.server.TLS, echo)
-			recDir := filepath.Join(t.TempDir(), "recordings")
-			must(t, os.Mkdir(recDir, 0o700))
-			if err := unix.Mount("tmpfs", recDir, "tmpfs", 0, "size=512k,mode=0700"); err != nil {
-				t.Fatalf("mount tmpfs: %v", err)
-			}
-			t.Cleanup(func() { _ = unix.Unmount(recDir, unix.MNT_DETACH) })
+			recDir := testutil.MountTmpfs(t, "512k")
 			port := freePort(t)
 			r := startAgent(t, agentOpts{enter: true,
 				extra: fmt.Sprintf("recordings: {dir: %s, onError: %s, maxSessionSize: 64MiB, maxTotalSize: 1GiB}\n", recDir, policy),
