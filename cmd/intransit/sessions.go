@@ -323,6 +323,19 @@ func (s *store) load(id string) (*recording.Recording, *transcript.Transcript, e
 	return rec, t, nil
 }
 
+// openAndLoad finds the recordings and loads one session.
+func (f *storeFlags) openAndLoad(ctx context.Context, id string) (*store, *recording.Recording, *transcript.Transcript, error) {
+	s, err := f.open(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	rec, t, err := s.load(id)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return s, rec, t, nil
+}
+
 func sessionsShowCmd() *cobra.Command {
 	var sf storeFlags
 	cmd := &cobra.Command{
@@ -330,11 +343,7 @@ func sessionsShowCmd() *cobra.Command {
 		Short: "Show a session's metadata, integrity and exchanges",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := sf.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			rec, t, err := s.load(args[0])
+			s, rec, t, err := sf.openAndLoad(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -422,11 +431,7 @@ func sessionsReplayCmd() *cobra.Command {
 		Short: "Print the transcript in time order (per exchange for HTTP)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := sf.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			_, t, err := s.load(args[0])
+			_, _, t, err := sf.openAndLoad(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -449,11 +454,7 @@ func sessionsExportCmd() *cobra.Command {
 			if !slices.Contains([]string{"har", "pcapng", "json"}, format) {
 				return fmt.Errorf("--format %q: want har, pcapng or json", format)
 			}
-			s, err := sf.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			_, t, err := s.load(args[0])
+			_, _, t, err := sf.openAndLoad(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
