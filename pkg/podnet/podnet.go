@@ -36,7 +36,16 @@ type Finder struct {
 
 	mu    sync.Mutex
 	known map[uint64]Namespace // by netns inode
+
+	// byCgroup remembers each cgroup's namespace so a scan reads
+	// cgroup.procs only for new cgroups; every revalidate-th scan checks
+	// them all again (a reused cgroup path, a process moved).
+	byCgroup map[string]uint64
+	scans    int
 }
+
+// revalidate is how many scans a cgroup's remembered namespace is trusted.
+const revalidate = 10
 
 // NewFinder prepares discovery. hostLocal reports whether an address is
 // one of this host's (nil: checked against the host's interfaces).
@@ -48,7 +57,7 @@ func NewFinder(procRoot string, hostLocal func(netip.Addr) bool) (*Finder, error
 	if hostLocal == nil {
 		hostLocal = isHostAddr
 	}
-	return &Finder{procRoot: procRoot, hostInode: st.Ino, hostLocal: hostLocal, known: map[uint64]Namespace{}}, nil
+	return &Finder{procRoot: procRoot, hostInode: st.Ino, hostLocal: hostLocal, known: map[uint64]Namespace{}, byCgroup: map[string]uint64{}}, nil
 }
 
 // Find walks the cgroups under dir and returns the distinct network
@@ -56,14 +65,37 @@ func NewFinder(procRoot string, hostLocal func(netip.Addr) bool) (*Finder, error
 // no process holds any more are forgotten.
 func (f *Finder) Find(dir string) []Namespace {
 	seen := map[uint64]bool{}
+	cgSeen := map[string]bool{}
 	var out []Namespace
+	f.mu.Lock()
+	f.scans++
+	fresh := f.scans%revalidate == 0
+	f.mu.Unlock()
 	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
 			return nil
 		}
+		cgSeen[p] = true
+		f.mu.Lock()
+		ino, cached := f.byCgroup[p]
+		ns, known := f.known[ino]
+		f.mu.Unlock()
+		if cached && !fresh && (ino == f.hostInode || known) {
+			if ino != f.hostInode && !seen[ino] {
+				seen[ino] = true
+				out = append(out, ns)
+			}
+			return nil
+		}
 		for _, pid := range firstPIDs(filepath.Join(p, "cgroup.procs"), 1) {
 			ino, ok := f.netnsInode(pid)
-			if !ok || ino == f.hostInode || seen[ino] {
+			if !ok {
+				continue
+			}
+			f.mu.Lock()
+			f.byCgroup[p] = ino
+			f.mu.Unlock()
+			if ino == f.hostInode || seen[ino] {
 				continue
 			}
 			seen[ino] = true
@@ -77,6 +109,11 @@ func (f *Finder) Find(dir string) []Namespace {
 	for ino := range f.known {
 		if !seen[ino] {
 			delete(f.known, ino)
+		}
+	}
+	for p := range f.byCgroup {
+		if !cgSeen[p] {
+			delete(f.byCgroup, p)
 		}
 	}
 	f.mu.Unlock()
