@@ -135,6 +135,7 @@ func unixTime(ns int64) time.Time { return time.Unix(0, ns).UTC() }
 type chain struct {
 	h     hash.Hash
 	keyed bool
+	sum   []byte // scratch for Sum
 }
 
 func newChain(key []byte) *chain {
@@ -161,6 +162,9 @@ func (c *chain) next(prev *[MACSize]byte, hdr, payload []byte) (out [MACSize]byt
 	c.h.Write(prev[:])
 	c.h.Write(hdr)
 	c.h.Write(payload)
-	c.h.Sum(out[:0])
+	// Sum into the chain's scratch: out[:0] would escape and cost an
+	// allocation per chunk.
+	c.sum = c.h.Sum(c.sum[:0])
+	copy(out[:], c.sum)
 	return out
 }

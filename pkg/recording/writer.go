@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -92,6 +93,9 @@ func (w *Writer) Append(c Chunk) error {
 
 // appendChunk encodes, chains and buffers one chunk.
 func (w *Writer) appendChunk(kind Kind, dir Dir, exchange uint32, t time.Time, payload []byte) {
+	if w.buf == nil {
+		w.buf = getBuf()
+	}
 	start := len(w.buf)
 	w.buf = append(w.buf, make([]byte, HeaderSize)...)
 	putHeader(w.buf[start:], header{
@@ -151,11 +155,11 @@ func (w *Writer) write(charged int64) error {
 	w.flushed += int64(written)
 	w.store.adjust(w.id, int64(written)-charged)
 	w.flushedSeq, w.flushedPrev = w.seq, w.prev
-	if cap(w.buf) > 1<<20 {
-		w.buf = nil // don't keep a burst's buffer for the session's life
-	} else {
-		w.buf = w.buf[:0]
-	}
+	// The buffer goes back to a pool shared by all writers: an idle
+	// recorded session holds none (a burst's buffer is not pinned for the
+	// session's life), and a busy one gets it back on its next chunk.
+	putBuf(w.buf)
+	w.buf = nil
 	return nil
 }
 
@@ -264,4 +268,22 @@ func clip(s string, n int) string {
 		n--
 	}
 	return s[:n] + "…"
+}
+
+// bufPool holds flushed write buffers for reuse across writers.
+var bufPool sync.Pool
+
+func getBuf() []byte {
+	if b, ok := bufPool.Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return nil
+}
+
+// putBuf keeps buffers up to 1 MiB; larger ones were a burst.
+func putBuf(b []byte) {
+	if b == nil || cap(b) > 1<<20 {
+		return
+	}
+	bufPool.Put(&b)
 }
