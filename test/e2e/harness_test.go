@@ -26,15 +26,34 @@ import (
 	"github.com/intransit/intransit/pkg/config"
 )
 
+// freePort returns a port nothing listens on, never the same one twice in
+// this test binary: the kernel may hand a just-closed ephemeral port out
+// again, and two roles (a rule port and metrics.listen, say) sharing one
+// make the config invalid.
 func freePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	handedOutMu.Lock()
+	defer handedOutMu.Unlock()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if !handedOut[port] {
+			handedOut[port] = true
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("no fresh free port after 100 tries")
+	return 0
 }
+
+var (
+	handedOutMu sync.Mutex
+	handedOut   = map[int]bool{}
+)
 
 // pki is the certificates of one test.
 type pki struct {
