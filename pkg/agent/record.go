@@ -100,7 +100,7 @@ func (a *Agent) sessionHooks(st *state, rs *ruleState, ev audit.Event, start tim
 			Redactor:     st.redactor,
 			MaskHeaders:  mask,
 			CloseOnError: closeOnError,
-			Failed:       func(err error) { a.recordingFailed(ev, st.cfg.Recordings.OnError, err) },
+			Failed:       a.recordingFailedFunc(ev, st.cfg.Recordings.OnError),
 		})
 		switch {
 		case err == nil:
@@ -119,7 +119,14 @@ func (a *Agent) sessionHooks(st *state, rs *ruleState, ev audit.Event, start tim
 	if h.ClientTransform == nil && h.Tap == nil {
 		return nil, rec, nil
 	}
-	return &h, rec, nil
+	hooks := h // only sessions with hooks pay for a heap copy
+	return &hooks, rec, nil
+}
+
+// recordingFailedFunc is the recorder's Failed callback. A function of its
+// own, so the event is copied to the heap only for recorded sessions.
+func (a *Agent) recordingFailedFunc(ev audit.Event, action string) func(error) {
+	return func(err error) { a.recordingFailed(ev, action, err) }
 }
 
 // recordingFailed audits a recording write failure.
