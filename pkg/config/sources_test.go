@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/intransit/intransit/internal/testutil"
 )
 
 func writeFile(t *testing.T, path, data string) {
@@ -27,49 +29,6 @@ func ruleNamesOf(c *Config) []string {
 		out = append(out, r.Name)
 	}
 	return out
-}
-
-// configMapDir lays files out the way the kubelet mounts a ConfigMap: each
-// key a symlink to ..data/key, ..data a symlink to a timestamped directory.
-// Calling it again is an update: a new timestamped directory, ..data_tmp
-// renamed over ..data, keys no longer present unlinked, the old directory
-// removed.
-func configMapDir(t *testing.T, dir, stamp string, files map[string]string) {
-	t.Helper()
-	ts := filepath.Join(dir, "..2026_11_22_"+stamp)
-	for name, data := range files {
-		writeFile(t, filepath.Join(ts, name), data)
-	}
-	old, _ := os.Readlink(filepath.Join(dir, "..data"))
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(os.Symlink(filepath.Base(ts), filepath.Join(dir, "..data_tmp")))
-	must(os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")))
-	entries, err := os.ReadDir(dir)
-	must(err)
-	for _, e := range entries {
-		name := e.Name()
-		if strings.HasPrefix(name, "..") {
-			continue
-		}
-		if _, keep := files[name]; !keep {
-			must(os.Remove(filepath.Join(dir, name)))
-		}
-	}
-	for name := range files {
-		link := filepath.Join(dir, name)
-		if _, err := os.Lstat(link); err == nil {
-			continue
-		}
-		must(os.Symlink(filepath.Join("..data", name), link))
-	}
-	if old != "" {
-		must(os.RemoveAll(filepath.Join(dir, old)))
-	}
 }
 
 const baseYAML = `
@@ -127,7 +86,7 @@ metrics: {listen: null}         # null: back to the default
 
 func TestLoadFilesConfigMapLayout(t *testing.T) {
 	d := t.TempDir()
-	configMapDir(t, d, "10_00_00.1", map[string]string{
+	cm := testutil.NewConfigMap(t, d, map[string]string{
 		"intransit.yaml": "rules: [{name: a, ports: [80], mode: audit}]\n",
 		"extra.yaml":     "rules: [{name: b, ports: [81], mode: audit}]\n",
 	})
@@ -146,7 +105,7 @@ func TestLoadFilesConfigMapLayout(t *testing.T) {
 
 	// An update swaps ..data; a removed key's symlink dangles until the
 	// kubelet unlinks it, and is skipped.
-	configMapDir(t, d, "10_05_00.2", map[string]string{
+	cm.Update(map[string]string{
 		"intransit.yaml": "rules: [{name: a2, ports: [80], mode: deny}]\n",
 	})
 	if err := os.Symlink("..data/gone.yaml", filepath.Join(d, "gone.yaml")); err != nil {

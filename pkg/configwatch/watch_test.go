@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/intransit/intransit/internal/testutil"
 	"github.com/intransit/intransit/pkg/config"
 )
 
@@ -35,44 +36,6 @@ func must(t *testing.T, err error) {
 
 func rule(name string, port int) string {
 	return fmt.Sprintf("rules: [{name: %s, ports: [%d], mode: audit}]\n", name, port)
-}
-
-// configMap writes files the way the kubelet updates a ConfigMap volume:
-// a new timestamped directory, a ..data_tmp symlink to it renamed over
-// ..data, symlinks for new keys, removal of dropped keys and of the old
-// directory.
-type configMap struct {
-	t   *testing.T
-	dir string
-	n   int
-}
-
-func (c *configMap) update(files map[string]string) {
-	t := c.t
-	t.Helper()
-	c.n++
-	ts := fmt.Sprintf("..2026_11_22_10_%02d_00.%d", c.n, 1000+c.n)
-	for name, data := range files {
-		writeFile(t, filepath.Join(c.dir, ts, name), data)
-	}
-	old, _ := os.Readlink(filepath.Join(c.dir, "..data"))
-	must(t, os.Symlink(ts, filepath.Join(c.dir, "..data_tmp")))
-	must(t, os.Rename(filepath.Join(c.dir, "..data_tmp"), filepath.Join(c.dir, "..data")))
-	for name := range files {
-		if _, err := os.Lstat(filepath.Join(c.dir, name)); errors.Is(err, os.ErrNotExist) {
-			must(t, os.Symlink(filepath.Join("..data", name), filepath.Join(c.dir, name)))
-		}
-	}
-	entries, err := os.ReadDir(c.dir)
-	must(t, err)
-	for _, e := range entries {
-		if _, keep := files[e.Name()]; !keep && !strings.HasPrefix(e.Name(), "..") {
-			must(t, os.Remove(filepath.Join(c.dir, e.Name())))
-		}
-	}
-	if old != "" {
-		must(t, os.RemoveAll(filepath.Join(c.dir, old)))
-	}
 }
 
 // live is a Reloader and its Watcher running over real files.
@@ -196,38 +159,36 @@ func eventually(t *testing.T, within time.Duration, what string, ok func() bool)
 }
 
 func TestConfigMapUpdateReloadsOnce(t *testing.T) {
-	cm := &configMap{t: t, dir: t.TempDir()}
-	cm.update(map[string]string{"intransit.yaml": rule("a", 80)})
-	l := startLive(t, config.Sources{Dir: cm.dir}, Options{})
+	cm := testutil.NewConfigMap(t, t.TempDir(), map[string]string{"intransit.yaml": rule("a", 80)})
+	l := startLive(t, config.Sources{Dir: cm.Dir}, Options{})
 	if l.w.Mode() != ModeInotify {
 		t.Fatalf("mode %q, want inotify", l.w.Mode())
 	}
 
-	cm.update(map[string]string{"intransit.yaml": rule("b", 80)})
+	cm.Update(map[string]string{"intransit.yaml": rule("b", 80)})
 	l.expect(t, 1, "b")
 
 	// A new timestamped directory with the same content: events, no reload.
-	cm.update(map[string]string{"intransit.yaml": rule("b", 80)})
+	cm.Update(map[string]string{"intransit.yaml": rule("b", 80)})
 	l.expectNoReload(t, 1)
 
 	// A key added, then one removed: one reload each.
-	cm.update(map[string]string{"intransit.yaml": rule("b", 80), "20-extra.yaml": rule("c", 81)})
+	cm.Update(map[string]string{"intransit.yaml": rule("b", 80), "20-extra.yaml": rule("c", 81)})
 	l.expect(t, 2, "c", "b") // 20-extra.yaml sorts first
-	cm.update(map[string]string{"20-extra.yaml": rule("c", 81)})
+	cm.Update(map[string]string{"20-extra.yaml": rule("c", 81)})
 	l.expect(t, 3, "c")
 
 	// A ConfigMap holding the main file, the way a DaemonSet mounts it with
 	// --config pointing into the volume.
-	if got := l.r.Sources.WatchDirs(); !slices.Equal(got, []string{cm.dir}) {
+	if got := l.r.Sources.WatchDirs(); !slices.Equal(got, []string{cm.Dir}) {
 		t.Errorf("WatchDirs = %v", got)
 	}
 }
 
 func TestConfigMapMainFile(t *testing.T) {
-	cm := &configMap{t: t, dir: t.TempDir()}
-	cm.update(map[string]string{"intransit.yaml": rule("a", 80)})
-	l := startLive(t, config.Sources{Base: filepath.Join(cm.dir, "intransit.yaml")}, Options{})
-	cm.update(map[string]string{"intransit.yaml": rule("b", 80)})
+	cm := testutil.NewConfigMap(t, t.TempDir(), map[string]string{"intransit.yaml": rule("a", 80)})
+	l := startLive(t, config.Sources{Base: filepath.Join(cm.Dir, "intransit.yaml")}, Options{})
+	cm.Update(map[string]string{"intransit.yaml": rule("b", 80)})
 	l.expect(t, 1, "b")
 }
 
@@ -273,15 +234,14 @@ func TestPlainFileEdits(t *testing.T) {
 // configuration is kept; later events with the same content stay quiet; a
 // SIGHUP retries; fixing the file applies.
 func TestBadUpdateRefusedOnce(t *testing.T) {
-	cm := &configMap{t: t, dir: t.TempDir()}
-	cm.update(map[string]string{"intransit.yaml": rule("a", 80)})
-	l := startLive(t, config.Sources{Dir: cm.dir}, Options{})
+	cm := testutil.NewConfigMap(t, t.TempDir(), map[string]string{"intransit.yaml": rule("a", 80)})
+	l := startLive(t, config.Sources{Dir: cm.Dir}, Options{})
 
-	cm.update(map[string]string{"intransit.yaml": rule("a", 80), "extra.yaml": "rules: [{name: b, ports: [81], mode: audit, mdoe: deny}]\n"})
-	want := filepath.Join(cm.dir, "extra.yaml") + `: unknown key "rules[0].mdoe" (did you mean "mode"?)`
+	cm.Update(map[string]string{"intransit.yaml": rule("a", 80), "extra.yaml": "rules: [{name: b, ports: [81], mode: audit, mdoe: deny}]\n"})
+	want := filepath.Join(cm.Dir, "extra.yaml") + `: unknown key "rules[0].mdoe" (did you mean "mode"?)`
 	eventually(t, 2*time.Second, "refused reload", func() bool { _, _, errs := l.state(); return len(errs) > 0 })
 	now := time.Now().Add(time.Minute)
-	must(t, os.Chtimes(filepath.Join(cm.dir, "extra.yaml"), now, now))
+	must(t, os.Chtimes(filepath.Join(cm.Dir, "extra.yaml"), now, now))
 	time.Sleep(400 * time.Millisecond)
 	applied, _, errs := l.state()
 	if applied != 0 || len(errs) != 1 || errs[0].Error() != want {
@@ -305,7 +265,7 @@ func TestBadUpdateRefusedOnce(t *testing.T) {
 		t.Errorf("SIGHUP must retry even unchanged content: %d refusals", len(errs))
 	}
 
-	cm.update(map[string]string{"intransit.yaml": rule("a", 80), "extra.yaml": rule("b", 81)})
+	cm.Update(map[string]string{"intransit.yaml": rule("a", 80), "extra.yaml": rule("b", 81)})
 	l.expect(t, 1, "b", "a")
 
 	// Apply refusing (the agent keeps its config) is reported the same way.
@@ -314,7 +274,7 @@ func TestBadUpdateRefusedOnce(t *testing.T) {
 		return errors.New("reload refused, keeping the running config: [proxy.port] change only with a restart")
 	}
 	l.mu.Unlock()
-	cm.update(map[string]string{"intransit.yaml": rule("a", 80) + "proxy: {port: 15099}\n", "extra.yaml": rule("b", 81)})
+	cm.Update(map[string]string{"intransit.yaml": rule("a", 80) + "proxy: {port: 15099}\n", "extra.yaml": rule("b", 81)})
 	eventually(t, 2*time.Second, "refused reload", func() bool { _, _, errs := l.state(); return len(errs) == 3 })
 	if _, r, errs := l.state(); !slices.Equal(r, []string{"b", "a"}) || !strings.Contains(errs[2].Error(), "proxy.port") {
 		t.Errorf("rules %v, error %v", r, errs[2])
@@ -329,13 +289,12 @@ func TestBadUpdateRefusedOnce(t *testing.T) {
 }
 
 func TestPollingFallback(t *testing.T) {
-	cm := &configMap{t: t, dir: t.TempDir()}
-	cm.update(map[string]string{"intransit.yaml": rule("a", 80)})
-	l := startLive(t, config.Sources{Dir: cm.dir}, Options{Poll: true, PollInterval: 100 * time.Millisecond})
+	cm := testutil.NewConfigMap(t, t.TempDir(), map[string]string{"intransit.yaml": rule("a", 80)})
+	l := startLive(t, config.Sources{Dir: cm.Dir}, Options{Poll: true, PollInterval: 100 * time.Millisecond})
 	if l.w.Mode() != ModePoll {
 		t.Fatalf("mode %q, want poll", l.w.Mode())
 	}
-	cm.update(map[string]string{"intransit.yaml": rule("b", 80)})
+	cm.Update(map[string]string{"intransit.yaml": rule("b", 80)})
 	l.expect(t, 1, "b") // and no reload at the following polls
 	dir := t.TempDir()
 	base := filepath.Join(dir, "intransit.yaml")

@@ -27,55 +27,10 @@ import (
 	"github.com/intransit/intransit/pkg/redirect"
 )
 
-// configMapVolume is a directory laid out and updated the way the kubelet
-// does for a ConfigMap volume: each key a symlink to ..data/key, ..data a
-// symlink to a timestamped directory, replaced by an atomic rename.
-type configMapVolume struct {
-	t   *testing.T
-	dir string
-	n   int
-}
-
-func newConfigMapVolume(t *testing.T, files map[string]string) *configMapVolume {
-	v := &configMapVolume{t: t, dir: filepath.Join(t.TempDir(), "conf.d")}
-	must(t, os.Mkdir(v.dir, 0o755))
-	v.update(files)
-	return v
-}
-
-func (v *configMapVolume) update(files map[string]string) {
-	t := v.t
-	t.Helper()
-	v.n++
-	ts := fmt.Sprintf("..2026_11_22_12_%02d_00.%d", v.n, 100+v.n)
-	must(t, os.Mkdir(filepath.Join(v.dir, ts), 0o755))
-	for name, data := range files {
-		must(t, os.WriteFile(filepath.Join(v.dir, ts, name), []byte(data), 0o644))
-	}
-	old, _ := os.Readlink(filepath.Join(v.dir, "..data"))
-	must(t, os.Symlink(ts, filepath.Join(v.dir, "..data_tmp")))
-	must(t, os.Rename(filepath.Join(v.dir, "..data_tmp"), filepath.Join(v.dir, "..data")))
-	for name := range files {
-		if _, err := os.Lstat(filepath.Join(v.dir, name)); errors.Is(err, os.ErrNotExist) {
-			must(t, os.Symlink(filepath.Join("..data", name), filepath.Join(v.dir, name)))
-		}
-	}
-	entries, err := os.ReadDir(v.dir)
-	must(t, err)
-	for _, e := range entries {
-		if _, keep := files[e.Name()]; !keep && !strings.HasPrefix(e.Name(), "..") {
-			must(t, os.Remove(filepath.Join(v.dir, e.Name())))
-		}
-	}
-	if old != "" {
-		must(t, os.RemoveAll(filepath.Join(v.dir, old)))
-	}
-}
-
 // liveEnv is what outlives one agent: files, cgroup, pins, ports.
 type liveEnv struct {
 	dir, base string
-	cm        *configMapVolume
+	cm        *testutil.ConfigMap
 	cgroup    string
 	pin       string
 	audit     string
@@ -100,11 +55,11 @@ api: {socket: %s}
 rules:
 %s`, e.cgroup, e.pin, freePort(t), proxyExtra, e.audit, e.metrics, filepath.Join(e.dir, "api.sock"), baseRules)
 	must(t, os.WriteFile(e.base, []byte(yaml), 0o600))
-	e.cm = newConfigMapVolume(t, dropIns)
+	e.cm = testutil.NewConfigMap(t, filepath.Join(t.TempDir(), "conf.d"), dropIns)
 	return e
 }
 
-func (e *liveEnv) sources() config.Sources { return config.Sources{Base: e.base, Dir: e.cm.dir} }
+func (e *liveEnv) sources() config.Sources { return config.Sources{Base: e.base, Dir: e.cm.Dir} }
 
 // liveAgent is an in-process agent run the way `intransit agent --config
 // F --config-dir D` runs it (cmd/intransit runAgent): the Reloader loads the
@@ -245,7 +200,7 @@ func TestLiveDropInAddsEnforceRule(t *testing.T) {
 		t.Fatalf("before the drop-in: %v, %d plaintext accepts; want the plaintext port reached", err, plain.accepts.Load())
 	}
 
-	env.cm.update(map[string]string{"10-exec.yaml": "rules:\n" + enforceRule("exec", port, srv.port, ", caFile: "+p.ca.File)})
+	env.cm.Update(map[string]string{"10-exec.yaml": "rules:\n" + enforceRule("exec", port, srv.port, ", caFile: "+p.ca.File)})
 	start := time.Now()
 	for {
 		err := upgraded(addr)
@@ -360,7 +315,7 @@ func TestLiveReloadUnderLoad(t *testing.T) {
 	for i := range 6 {
 		mode := []string{"deny", "audit"}[i%2]
 		flowing := recv.Load()
-		env.cm.update(map[string]string{"20-other.yaml": "rules:\n" + ruleYAML("other", otherPort, mode)})
+		env.cm.Update(map[string]string{"20-other.yaml": "rules:\n" + ruleYAML("other", otherPort, mode)})
 		if i == 4 {
 			// The SIGHUP path, racing the file watch: one of them applies
 			// the change, the other finds nothing new or reapplies it.
@@ -425,9 +380,9 @@ func TestLiveBadDropInKeepsServing(t *testing.T) {
 		}
 	}
 	serving("start")
-	bad := filepath.Join(env.cm.dir, "30-bad.yaml")
+	bad := filepath.Join(env.cm.Dir, "30-bad.yaml")
 
-	env.cm.update(map[string]string{"30-bad.yaml": "rules: [{name: x, ports: [" + fmt.Sprint(port2) + "], mode: audit, mdoe: deny}]\n"})
+	env.cm.Update(map[string]string{"30-bad.yaml": "rules: [{name: x, ports: [" + fmt.Sprint(port2) + "], mode: audit, mdoe: deny}]\n"})
 	want := bad + `: unknown key "rules[0].mdoe" (did you mean "mode"?)`
 	if err := la.nextResult(t); err == nil || err.Error() != want {
 		t.Fatalf("unknown key: %v, want %q", err, want)
@@ -439,19 +394,19 @@ func TestLiveBadDropInKeepsServing(t *testing.T) {
 	<-la.results
 	serving("after SIGHUP")
 
-	env.cm.update(map[string]string{"30-bad.yaml": fmt.Sprintf("proxy: {port: %d}\n", freePort(t))})
+	env.cm.Update(map[string]string{"30-bad.yaml": fmt.Sprintf("proxy: {port: %d}\n", freePort(t))})
 	if err := la.nextResult(t); err == nil || !strings.Contains(err.Error(), "proxy.port") || !strings.Contains(err.Error(), "restart") {
 		t.Fatalf("proxy.port change: %v, want a refusal naming proxy.port", err)
 	}
 	serving("after a key that needs a restart")
 
-	env.cm.update(map[string]string{"30-bad.yaml": "rules:\n" + enforceRule("second", port2, srv.port, ", caFile: /nonexistent/ca.pem")})
+	env.cm.Update(map[string]string{"30-bad.yaml": "rules:\n" + enforceRule("second", port2, srv.port, ", caFile: /nonexistent/ca.pem")})
 	if err := la.nextResult(t); err == nil || !strings.HasPrefix(err.Error(), bad+": rules[0].upstream.tls.caFile: ") {
 		t.Fatalf("missing caFile: %v, want the file and key", err)
 	}
 	serving("after a missing caFile")
 
-	env.cm.update(map[string]string{"30-good.yaml": "rules:\n" + enforceRule("second", port2, srv.port, ", caFile: "+p.ca.File)})
+	env.cm.Update(map[string]string{"30-good.yaml": "rules:\n" + enforceRule("second", port2, srv.port, ", caFile: "+p.ca.File)})
 	if err := la.nextResult(t); err != nil {
 		t.Fatalf("fixed drop-in: %v", err)
 	}
@@ -680,14 +635,14 @@ func TestAgentBinaryLiveOperation(t *testing.T) {
 	env := newLiveEnv(t, ", drainTimeout: 1s", ruleYAML("base", freePort(t), "audit"),
 		map[string]string{"10-exec.yaml": "rules:\n" + enforceRule("exec", port, srv.port, ", caFile: "+p.ca.File)})
 	notify := listenNotify(t)
-	cmd := exec.Command(bin, "agent", "--config", env.base, "--config-dir", env.cm.dir)
+	cmd := exec.Command(bin, "agent", "--config", env.base, "--config-dir", env.cm.Dir)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify.path, "WATCHDOG_USEC=1000000")
 	proc := startAgentCmd(t, cmd, env.metrics)
 	testutil.EnterCgroup(t, env.cgroup)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 
 	msg, i := notify.wait(t, 0, "READY=1")
-	if !strings.Contains(msg, "STATUS=serving 2 rules from "+env.base+" + "+filepath.Join(env.cm.dir, "*.yaml")) {
+	if !strings.Contains(msg, "STATUS=serving 2 rules from "+env.base+" + "+filepath.Join(env.cm.Dir, "*.yaml")) {
 		t.Errorf("READY message: %q", msg)
 	}
 	if err := upgraded(addr); err != nil {
@@ -704,7 +659,7 @@ func TestAgentBinaryLiveOperation(t *testing.T) {
 	_, i = notify.wait(t, i+1, "READY=1", "STATUS=serving 2 rules")
 
 	// A ConfigMap update switching the rule to deny.
-	env.cm.update(map[string]string{"10-exec.yaml": "rules:\n" + ruleYAML("exec", port, "deny")})
+	env.cm.Update(map[string]string{"10-exec.yaml": "rules:\n" + ruleYAML("exec", port, "deny")})
 	_, i = notify.wait(t, i+1, "RELOADING=1")
 	_, i = notify.wait(t, i+1, "READY=1")
 	if _, err := net.DialTimeout("tcp4", addr, time.Second); !errors.Is(err, syscall.EPERM) {
@@ -712,10 +667,10 @@ func TestAgentBinaryLiveOperation(t *testing.T) {
 	}
 
 	// A bad update: refused, reported, still serving the deny rule.
-	env.cm.update(map[string]string{"10-exec.yaml": fmt.Sprintf("rules:\n  - {name: exec, ports: [%d], mode: deny, mdoe: audit}\n", port)})
+	env.cm.Update(map[string]string{"10-exec.yaml": fmt.Sprintf("rules:\n  - {name: exec, ports: [%d], mode: deny, mdoe: audit}\n", port)})
 	_, i = notify.wait(t, i+1, "RELOADING=1")
 	msg, i = notify.wait(t, i+1, "READY=1")
-	wantErr := filepath.Join(env.cm.dir, "10-exec.yaml") + `: unknown key \"rules[0].mdoe\"`
+	wantErr := filepath.Join(env.cm.Dir, "10-exec.yaml") + `: unknown key \"rules[0].mdoe\"`
 	if !strings.Contains(msg, "STATUS=reload refused, serving the previous configuration:") {
 		t.Errorf("refused reload status: %q", msg)
 	}
